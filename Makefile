@@ -1,0 +1,23 @@
+# The two commands the README promises: `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.bin:$(PATH)
+
+.PHONY: run test deps test-deps lint bench migrate
+
+## Start the whole system locally: embedded PostgreSQL, the offline LLM, all four services.
+run: deps
+	uv run --frozen python scripts/run_local.py
+
+## Run the whole test suite (installs what it needs first).
+test: test-deps
+	uv run --frozen pytest
+
+deps:
+	scripts/install-deps.sh
+
+test-deps:
+	scripts/install-deps.sh --test
+
+## Benchmarks (not part of `make test`).
+bench: deps
+	uv run --frozen python bench/run.py
