@@ -1,0 +1,70 @@
+"""ai-guesser: is the request clear enough, and if not, what to ask."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_pydantic.oas.typing import r200, r400, r502, r503, r504
+from pydantic import BaseModel, Field
+
+from multyworkemon_common.app import create_service_app, finish_app
+from multyworkemon_common.contract import ContextDecision, ErrorResponse
+from multyworkemon_common.errors import json_response
+from multyworkemon_common.llm import LLMSettings, StructuredAsker, attach_llm
+from multyworkemon_common.prompts import saved_prompt
+from multyworkemon_common.views import ContractView
+
+from .prompt import DEFAULT_PROMPT
+
+SERVICE = "ai-guesser"
+ASKER = web.AppKey("asker", StructuredAsker)
+PROMPT = web.AppKey("prompt", str)
+
+
+class GuesserSettings(LLMSettings):
+    port: int = 8001
+
+
+class ContextRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=256)
+    department: str = Field(min_length=1, max_length=512)
+    position: str = Field(min_length=1, max_length=512)
+    request: str = Field(min_length=1, description="The request text, or the whole discussion so far")
+
+
+class GetContextView(ContractView):
+    async def get(
+        self, username: str, department: str, position: str, request: str
+    ) -> r200[ContextDecision] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]:
+        """Decide whether the request is clear enough; if not, the clarifying question.
+
+        Tags: context
+        """
+        return await self._decide(ContextRequest.model_validate(
+            {"username": username, "department": department, "position": position, "request": request}
+        ))
+
+    async def post(
+        self, body: ContextRequest
+    ) -> r200[ContextDecision] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]:
+        """The same as GET, with the fields in a JSON body (long requests do not fit a URL).
+
+        Tags: context
+        """
+        return await self._decide(body)
+
+    async def _decide(self, fields: ContextRequest) -> web.Response:
+        app = self.request.app
+        decision = await app[ASKER].ask(app[PROMPT], fields.model_dump(), ContextDecision)
+        return json_response(decision.model_dump())
+
+
+def create_app(settings: GuesserSettings | None = None) -> web.Application:
+    settings = settings or GuesserSettings()
+    app = create_service_app(SERVICE, settings)
+    app[ASKER] = attach_llm(app, settings)
+    app[PROMPT] = saved_prompt(settings, DEFAULT_PROMPT)
+    app.router.add_view("/get-context", GetContextView)
+    return finish_app(app, "ai-guesser API")
+
+
+__all__ = ["create_app", "GuesserSettings"]

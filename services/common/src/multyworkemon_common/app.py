@@ -1,0 +1,195 @@
+"""The application factory every service starts from: middleware, health, metrics, OpenAPI, run."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version as package_version
+
+import aiohttp_pydantic.oas
+import structlog
+from aiohttp import web
+
+from pydantic import ValidationError
+
+from .context import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, accept_request_id, request_id_var
+from .errors import ApiError, error_response
+from .llm import LLMError
+from .logging import get_logger, setup_logging
+from .metrics import ServiceMetrics
+from .settings import ServiceSettings
+from .views import describe_validation_error
+
+# A readiness check answers (ok, detail) quickly and never calls an LLM.
+ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+SETTINGS = web.AppKey("settings", ServiceSettings)
+METRICS = web.AppKey("metrics", ServiceMetrics)
+READINESS_CHECKS = web.AppKey("readiness_checks", dict)
+STATE = web.AppKey("state", dict)
+
+ALWAYS_PUBLIC = ("/health", "/metrics", "/oas")
+log = get_logger("multyworkemon.http")
+
+
+def service_version(distribution: str) -> str:
+    try:
+        return package_version(distribution)
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_service_app(
+    service: str,
+    settings: ServiceSettings,
+    *,
+    public_paths: tuple[str, ...] = (),
+) -> web.Application:
+    """A web.Application with the shared middleware and endpoints; the service adds its routes.
+
+    `public_paths` are prefixes reachable without the service token (besides health, metrics and
+    the OpenAPI document); every other route needs `X-Service-Token` when a token is configured.
+    """
+    version = service_version(service)
+    setup_logging(service, version, settings.log_level)
+    metrics = ServiceMetrics(service, version)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[_core_middleware(settings, metrics, ALWAYS_PUBLIC + public_paths)],
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[READINESS_CHECKS] = {}
+    app[STATE] = {"shutting_down": False, "service": service, "version": version}
+    app.router.add_get("/health", _health)
+    app.router.add_get("/health/live", _live)
+    app.router.add_get("/health/ready", _ready)
+    app.router.add_get("/metrics", metrics.handle_metrics)
+    app.on_shutdown.append(_mark_shutting_down)
+    return app
+
+
+def finish_app(app: web.Application, title: str) -> web.Application:
+    """Serve the OpenAPI document once every route is added (call last)."""
+    aiohttp_pydantic.oas.setup(app, url_prefix="/oas", title_spec=title, version_spec=app[STATE]["version"])
+    return app
+
+
+def run_service(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    log.info("starting", labels={"port": str(settings.port)})
+    # aiohttp stops listening on SIGTERM, runs on_shutdown (readiness goes 503), then lets
+    # in-flight requests finish for up to shutdown_timeout before it closes connections.
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
+        print=None,
+    )
+
+
+async def _mark_shutting_down(app: web.Application) -> None:
+    app[STATE]["shutting_down"] = True
+    app[METRICS].ready.set({}, 0)
+    log.info("shutting down: draining in-flight requests")
+
+
+async def readiness(app: web.Application) -> tuple[bool, dict[str, dict]]:
+    checks: dict[str, dict] = {}
+    if app[STATE]["shutting_down"]:
+        checks["shutdown"] = {"ok": False, "detail": "shutting down"}
+    results = await asyncio.gather(*(check() for check in app[READINESS_CHECKS].values()), return_exceptions=True)
+    for name, result in zip(app[READINESS_CHECKS], results):
+        if isinstance(result, BaseException):
+            checks[name] = {"ok": False, "detail": type(result).__name__}
+        else:
+            ok, detail = result
+            checks[name] = {"ok": ok, "detail": detail}
+    ok = all(check["ok"] for check in checks.values())
+    app[METRICS].ready.set({}, 1 if ok else 0)
+    return ok, checks
+
+
+async def _health(request: web.Request) -> web.Response:
+    ok, checks = await readiness(request.app)
+    state = request.app[STATE]
+    body = {"status": "ok" if ok else "down", "service": state["service"], "version": state["version"], "checks": checks}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def _live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    ok, checks = await readiness(request.app)
+    return web.json_response({"status": "ok" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
+
+
+def _core_middleware(settings: ServiceSettings, metrics: ServiceMetrics, public: tuple[str, ...]):
+    token = settings.service_token.get_secret_value().encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_id_var.set(request_id)
+        structlog.contextvars.bind_contextvars(trace_id=request_id)
+        started = time.perf_counter()
+        metrics.http_in_flight.inc({})
+        try:
+            response = await _guarded(request, handler, settings, token, public)
+        finally:
+            metrics.http_in_flight.dec({})
+        elapsed = time.perf_counter() - started
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.http_requests.inc({"route": route, "method": request.method, "status": str(response.status)})
+        metrics.http_duration.observe({"route": route, "method": request.method}, elapsed)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        if not route.startswith(("/health", "/metrics")):
+            log.info(
+                "request served",
+                http={"request": {"method": request.method}, "response": {"status_code": response.status}},
+                url={"path": request.path},
+                duration_ns=int(elapsed * 1e9),
+            )
+        return response
+
+    return middleware
+
+
+async def _guarded(request, handler, settings, token: bytes, public: tuple[str, ...]) -> web.StreamResponse:
+    try:
+        if len(request.query_string) > settings.max_query_bytes:
+            raise ApiError(413, f"Query string is longer than {settings.max_query_bytes} bytes; send the fields as a JSON body with POST")
+        if token and not request.path.startswith(public):
+            given = request.headers.get(SERVICE_TOKEN_HEADER, "").encode()
+            if not hmac.compare_digest(given, token):
+                raise ApiError(401, f"Missing or wrong {SERVICE_TOKEN_HEADER}")
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except LLMError as exc:
+        return error_response(exc.status, str(exc))
+    except ValidationError as exc:
+        # Checks a handler makes beyond its signature (lengths, either-or fields).
+        return error_response(400, describe_validation_error(exc, "query" if request.method == "GET" else "body"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 400 and message.lstrip().startswith(("{", "[")):
+            # aiohttp-pydantic's own body errors: say it plainly instead of echoing its JSON.
+            message = "Request body must be a JSON object with the documented fields"
+        elif exc.status == 413:
+            message = f"Request body is larger than {settings.max_body_bytes} bytes"
+        return error_response(exc.status, message, {k: v for k, v in exc.headers.items() if k == "Allow"})
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error")
+        return error_response(500, f"Internal error; quote request id {request_id_var.get()} to the operators")

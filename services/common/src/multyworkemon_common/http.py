@@ -1,0 +1,107 @@
+"""Calls from one service to another: keep-alive pool, timeouts, retries, request id, token."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from .context import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id_var
+from .errors import UpstreamError
+from .metrics import ServiceMetrics
+
+
+class _Unreachable(Exception):
+    """The connection could not be made: safe to retry, nothing reached the other side."""
+
+
+class ServiceClient:
+    """A JSON client for one upstream service."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        metrics: ServiceMetrics,
+        token: str = "",
+        timeout: float = 60.0,
+        connect_attempts: int = 3,
+        pool_size: int = 200,
+    ):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._metrics = metrics
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=3)
+        self._connect_attempts = connect_attempts
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # Created lazily inside the running loop; one pool per upstream, kept alive between calls.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {REQUEST_ID_HEADER: request_id_var.get() or ""}
+        if self._token:
+            headers[SERVICE_TOKEN_HEADER] = self._token
+        return headers
+
+    async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON, return the JSON answer; raise UpstreamError with the right status otherwise."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_Unreachable),
+                stop=stop_after_attempt(self._connect_attempts),
+                wait=wait_random_exponential(multiplier=0.1, max=1.0),
+                reraise=True,
+            ):
+                with attempt:
+                    result = await self._post_once(path, payload)
+            outcome = "ok"
+            return result
+        except _Unreachable as exc:
+            outcome = "unavailable"
+            raise UpstreamError(503, self.name, f"{self.name} is unavailable: {exc}") from None
+        except asyncio.TimeoutError:
+            outcome = "timeout"
+            raise UpstreamError(504, self.name, f"{self.name} did not answer in time") from None
+        except UpstreamError as exc:
+            outcome = "unavailable" if exc.status == 503 else "error"
+            raise
+        finally:
+            labels = {"upstream": self.name}
+            self._metrics.upstream_requests.inc({**labels, "outcome": outcome})
+            self._metrics.upstream_duration.observe(labels, time.perf_counter() - started)
+
+    async def _post_once(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            async with self.session.post(self.base_url + path, json=payload, headers=self._headers()) as response:
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+            raise _Unreachable(str(exc) or type(exc).__name__) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(502, self.name, f"{self.name} failed: {exc}") from exc
+        if response.status == 200 and isinstance(body, dict):
+            return body
+        detail = body.get("message") if isinstance(body, dict) else None
+        # Pass on the upstream's own gateway errors (its LLM failed) as they are; anything else is a bad answer.
+        status = response.status if response.status in (502, 503, 504) else 502
+        raise UpstreamError(status, self.name, f"{self.name} answered {response.status}: {detail or 'no detail'}")

@@ -1,0 +1,32 @@
+"""The LLM layer: one interface (ChatModel), two providers, structured answers on top."""
+
+from .base import ChatModel, ChatResult, LLMBadOutput, LLMError, LLMRateLimited, LLMSettings, LLMTimeout, LLMUnavailable
+from .offline import OfflineModel
+from .openai_model import OpenAICompatibleModel
+from .structured import StructuredAsker
+
+
+def build_model(settings: LLMSettings) -> ChatModel:
+    if settings.llm_provider == "offline":
+        return OfflineModel()
+    return OpenAICompatibleModel(settings)
+
+
+__all__ = [
+    "ChatModel", "ChatResult", "LLMBadOutput", "LLMError", "LLMRateLimited", "LLMSettings", "LLMTimeout",
+    "LLMUnavailable", "OfflineModel", "OpenAICompatibleModel", "StructuredAsker", "build_model",
+]
+
+
+def attach_llm(app, settings: LLMSettings) -> StructuredAsker:
+    """Give a service app its model (closed with the app) and return the structured asker."""
+    from ..app import METRICS
+
+    model = build_model(settings)
+
+    async def close_model(_app) -> None:
+        if hasattr(model, "close"):
+            await model.close()
+
+    app.on_cleanup.append(close_model)
+    return StructuredAsker(model, settings, app[METRICS])

@@ -1,0 +1,70 @@
+"""What every language model behind our services looks like, whatever the provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pydantic import SecretStr
+
+from ..settings import ServiceSettings
+
+
+class LLMSettings(ServiceSettings):
+    """Settings of a service that asks a language model (the guesser and the analyst)."""
+
+    # offline: the built-in deterministic model; openai: any OpenAI-compatible endpoint.
+    llm_provider: Literal["offline", "openai"] = "offline"
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_api_key: SecretStr = SecretStr("")
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout: float = 30.0  # seconds per attempt
+    llm_max_retries: int = 2  # extra attempts on timeouts, 429 and 5xx
+    llm_total_timeout: float = 90.0  # seconds for all attempts together
+    # json_schema where the provider supports it, json_object otherwise, none for plain text.
+    llm_json_mode: Literal["json_schema", "json_object", "none"] = "json_schema"
+    llm_temperature: float = 0.2
+    llm_max_tokens: int = 1024
+    system_prompt: str = ""  # empty: the service's built-in prompt
+
+
+@dataclass
+class ChatResult:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatModel(Protocol):
+    provider: str
+    model: str
+
+    async def chat(self, messages: list[dict[str, Any]], *, schema_name: str, schema: dict[str, Any]) -> ChatResult:
+        """Send the messages; answer the model's text. Raises LLMError subclasses."""
+
+
+class LLMError(Exception):
+    """The model could not give a usable answer; `status` is what our API answers."""
+
+    status = 502
+    outcome = "error"
+
+
+class LLMTimeout(LLMError):
+    status = 504
+    outcome = "timeout"
+
+
+class LLMUnavailable(LLMError):
+    status = 503
+    outcome = "unavailable"
+
+
+class LLMRateLimited(LLMError):
+    status = 503
+    outcome = "rate_limited"
+
+
+class LLMBadOutput(LLMError):
+    status = 502
+    outcome = "invalid_output"
