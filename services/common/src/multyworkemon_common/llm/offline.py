@@ -54,7 +54,7 @@ INTENTS = {
 # Words that make a request concrete: operation types, periods, measures, breakdowns.
 SPECIFICS = (
     "авториз", "пополнен", "списан", "вывод", "возврат", "refund", "chargeback", "отклон", "декл",
-    "за день", "за недел", "за месяц", "за квартал", "за год", "ежеднев", "еженедел", "ежемесяч", "daily", "monthly",
+    "за день", "недел", "месяц", "квартал", "за год", "вчера", "сегодня", "ежеднев", "еженедел", "ежемесяч", "daily", "monthly",
     "202", "январ", "феврал", "март", "апрел", "мая", "июн", "июл", "август", "сентябр", "октябр", "ноябр", "декабр",
     "количеств", "сумм", "доля", "статус", "код ответа", "count", "amount", "status",
     "по дням", "по месяц", "в разрезе", "по клиент", "по мерчант", "по регион", "по эквайер",
@@ -100,7 +100,7 @@ class OfflineModel:
 
     # The guesser's question: is the request understood?
     def decide_context(self, payload: dict[str, Any]) -> dict[str, Any]:
-        text = _normalise(str(payload.get("request", "")))
+        text = _normalise(_users_words(str(payload.get("request", ""))))
         domains = [d for d in DOMAINS if _found(text, d.stems)]
         intents = [name for name, stems in INTENTS.items() if _found(text, stems)]
         specifics = _found(text, SPECIFICS)
@@ -109,7 +109,7 @@ class OfflineModel:
         domain_names = ", ".join(d.name for d in domains)
         if not specifics and "howto" not in intents and "access" not in intents:
             return {"is_enough": False, "response": _question_for(domains[0], intents)}
-        who = " ".join(part for part in (payload.get("position"), payload.get("department")) if part) or "Сотрудник"
+        who = " ".join(str(p) for p in (payload.get("position"), payload.get("department")) if p and p not in UNKNOWN) or "Сотрудник"
         wants = {
             "analytics": "получить аналитику (срез или выгрузку)",
             "development": "заказать доработку",
@@ -126,7 +126,7 @@ class OfflineModel:
 
     # The analyst's answer: what to do and where.
     def plan_analytics(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = str(payload.get("request", ""))
+        request = _users_words(str(payload.get("request", "")))
         text = _normalise(f"{payload.get('context', '')} {request}")
         request_text = _normalise(request)
         action = next((a for a, stems in _ACTION_RULES if _found(request_text, stems)), None)
@@ -155,6 +155,15 @@ class OfflineModel:
         elif action == ACTION_DEPARTMENT_MAILING:
             lines.append("Отправляю сообщение в рассылку департамента.")
         return {"is_enough": bool(sources or domains), "response": " ".join(lines), "action": action}
+
+
+UNKNOWN = ("не указано", "не указана")
+# The secretary marks the system's own questions in a discussion; only the user's words count.
+_OWN_QUESTION = re.compile(r"^Уточняющий вопрос:.*$", re.MULTILINE)
+
+
+def _users_words(discussion: str) -> str:
+    return _OWN_QUESTION.sub("", discussion)
 
 
 def _normalise(text: str) -> str:

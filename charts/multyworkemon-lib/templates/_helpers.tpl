@@ -1,0 +1,117 @@
+{{/*
+Names and labels. Every object of a service carries the same labels; pods are selected by
+name + instance only, so a helm-test or migration pod never lands behind the Service.
+*/}}
+
+{{- define "mw.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<chart>, or just <release> when the release is named after the chart. */}}
+{{- define "mw.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- include "mw.peerFullname" (dict "root" . "name" (default .Chart.Name .Values.nameOverride)) }}
+{{- end }}
+{{- end }}
+
+{{/* The fullname another MultyWorkemon chart of the same release gets: (dict "root" $ "name" "ai-guesser"). */}}
+{{- define "mw.peerFullname" -}}
+{{- if contains .name .root.Release.Name }}
+{{- .root.Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .root.Release.Name .name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "mw.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mw.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mw.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mw.labels" -}}
+helm.sh/chart: {{ include "mw.chart" . }}
+{{ include "mw.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: multyworkemon
+{{- end }}
+
+{{- define "mw.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mw.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mw.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+
+{{/* The Secret whose keys become files in /run/secrets/multyworkemon ("" when there is none). */}}
+{{- define "mw.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- tpl .Values.secrets.existingSecret . }}
+{{- else if (.Values.global).existingSecret }}
+{{- tpl .Values.global.existingSecret . }}
+{{- else }}
+{{- include "mw.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* true when the chart makes the Secret itself (no existing Secret named). */}}
+{{- define "mw.createSecret" -}}
+{{- if not (or .Values.secrets.existingSecret (.Values.global).existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* The data of the chart-made Secret: non-empty values plus the release-wide service token. */}}
+{{- define "mw.secretData" -}}
+{{- $data := dict }}
+{{- range $key, $value := .Values.secrets.values }}
+{{- if ne (toString $value) "" }}{{ $_ := set $data $key (toString $value) }}{{ end }}
+{{- end }}
+{{- if include "mw.bundledPostgresql" . }}
+{{- /* the bundled PostgreSQL's DATABASE_URL is projected in beside this Secret; two would clash */}}
+{{- $_ := unset $data "DATABASE_URL" }}
+{{- end }}
+{{- if and (.Values.global).serviceToken (not (hasKey $data "SERVICE_TOKEN")) }}
+{{- $_ := set $data "SERVICE_TOKEN" (toString .Values.global.serviceToken) }}
+{{- end }}
+{{- toYaml $data }}
+{{- end }}
+
+{{/* The bundled PostgreSQL of the umbrella chart, when it is on. */}}
+{{- define "mw.bundledPostgresql" -}}
+{{- if and .Values.database.enabled ((.Values.global).postgresql).enabled }}true{{ end }}
+{{- end }}
+
+{{- define "mw.bundledPostgresqlSecret" -}}
+{{- printf "%s-postgresql" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fail early, at render time, when a service that needs PostgreSQL is given no database. */}}
+{{- define "mw.requireDatabase" -}}
+{{- if and .Values.database.enabled (not (include "mw.bundledPostgresql" .)) (include "mw.createSecret" .) (not .Values.secrets.values.DATABASE_URL) }}
+{{- fail (printf "%s needs PostgreSQL: set secrets.values.DATABASE_URL, secrets.existingSecret (a Secret with a DATABASE_URL key) or global.existingSecret, or install the umbrella chart with global.postgresql.enabled=true" .Chart.Name) }}
+{{- end }}
+{{- end }}
+
+{{/* Non-empty settings rendered through tpl, so values may name the release's other services. */}}
+{{- define "mw.configData" -}}
+{{- $data := dict }}
+{{- range $key, $value := .Values.config }}
+{{- $text := tpl (toString $value) $ }}
+{{- if ne $text "" }}{{ $_ := set $data $key $text }}{{ end }}
+{{- end }}
+{{- toYaml $data }}
+{{- end }}
+
+{{- define "mw.filesPath" -}}/etc/multyworkemon/files{{- end }}
+{{- define "mw.knowledgePath" -}}/etc/multyworkemon/knowledge{{- end }}
+{{- define "mw.secretsPath" -}}/run/secrets/multyworkemon{{- end }}

@@ -1,0 +1,214 @@
+"""ai-secretary: the orchestrator. Keeps users and conversations, asks the guesser, then the analyst."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.resources import files
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+from aiohttp_pydantic.oas.typing import r200, r201, r400, r404, r409, r502, r503, r504
+from pydantic import BaseModel, Field
+
+from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
+from multyworkemon_common.contract import AnalysisResponse, Channel, ErrorResponse
+from multyworkemon_common.database import CONNECTION_ERRORS, Database, apply_migrations, pending_migrations
+from multyworkemon_common.errors import ApiError, json_response
+from multyworkemon_common.http import ServiceClient
+from multyworkemon_common.logging import get_logger
+from multyworkemon_common.settings import DatabaseSettings
+from multyworkemon_common.views import ContractView
+
+from .pipeline import AnalyzeRequest, Pipeline, PipelineSettings
+from .store import Store
+
+SERVICE = "ai-secretary"
+MIGRATIONS = Path(str(files("ai_secretary") / "migrations"))
+PIPELINE = web.AppKey("pipeline", Pipeline)
+STORE = web.AppKey("store", Store)
+BOOTSTRAP = web.AppKey("bootstrap", asyncio.Task)
+log = get_logger("ai_secretary")
+
+AnalyzeResponses = (
+    r200[AnalysisResponse] | r400[ErrorResponse] | r409[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]
+)
+
+
+class SecretarySettings(DatabaseSettings):
+    port: int = 8000
+    guesser_url: str = "http://localhost:8001"
+    analyst_url: str = "http://localhost:8002"
+    upstream_timeout: float = 120.0  # longer than the LLM's own retries together
+    conversation_ttl_seconds: int = 86_400  # how long a clarifying question waits for its answer
+    max_clarifications: int = 3  # then a human is brought in
+    stale_processing_seconds: int = 180  # a message stuck "processing" this long may be tried again
+    users_file: str = ""  # YAML users directory loaded at start
+
+
+class AnalyzeView(ContractView):
+    async def get(
+        self,
+        channel: Channel,
+        username: str,
+        request: str,
+        department: str | None = None,
+        position: str | None = None,
+        message_id: str | None = None,
+    ) -> AnalyzeResponses:
+        """Analyse a message: is there enough context, what to do, the answer or a clarifying question.
+
+        Tags: analysis
+        """
+        fields = AnalyzeRequest.model_validate({
+            "channel": channel, "username": username, "request": request,
+            "department": department, "position": position, "message_id": message_id,
+        })
+        return await self._analyze(fields)
+
+    async def post(self, body: AnalyzeRequest) -> AnalyzeResponses:
+        """The same as GET, with the fields in a JSON body (a long e-mail does not fit a URL).
+
+        Tags: analysis
+        """
+        return await self._analyze(body)
+
+    async def _analyze(self, fields: AnalyzeRequest) -> web.Response:
+        answer = await self.request.app[PIPELINE].analyze(fields)
+        return json_response(answer.model_dump(by_alias=True))
+
+
+class ConversationPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[dict]
+
+
+class ConversationsView(ContractView):
+    async def get(
+        self,
+        username: str | None = None,
+        channel: Channel | None = None,
+        status: Literal["open", "clarifying", "answered", "escalated"] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> r200[ConversationPage] | r400[ErrorResponse] | r503[ErrorResponse]:
+        """Conversations, newest first, filtered by user, channel and status.
+
+        Tags: conversations
+        """
+        if not 1 <= limit <= 200 or offset < 0:
+            raise ApiError(400, "Parameter 'limit' must be between 1 and 200 and 'offset' not negative")
+        total, items = await self.request.app[STORE].list_conversations(username, channel, status, limit, offset)
+        return json_response({"total": total, "limit": limit, "offset": offset, "items": items})
+
+
+class ConversationView(ContractView):
+    async def get(self, conversation_id: int, /) -> r200[dict] | r404[ErrorResponse] | r503[ErrorResponse]:
+        """One conversation with every turn and the actions carried out.
+
+        Tags: conversations
+        """
+        body = await self.request.app[STORE].get_conversation(conversation_id)
+        if body is None:
+            raise ApiError(404, f"Conversation {conversation_id} does not exist")
+        return json_response(body)
+
+
+class ActionResult(BaseModel):
+    action: str = Field(min_length=1, max_length=128)
+    status: Literal["done", "failed"]
+    external_id: str | None = Field(None, max_length=512, description="Jira issue key, message id, ...")
+    detail: str | None = Field(None, max_length=10_000)
+
+
+class ActionResultView(ContractView):
+    async def post(self, turn_id: int, /, body: ActionResult) -> r201[dict] | r400[ErrorResponse] | r404[ErrorResponse] | r503[ErrorResponse]:
+        """Record what the communicator did with a turn's action.
+
+        Tags: conversations
+        """
+        result_id = await self.request.app[STORE].record_action_result(turn_id, body.action, body.status, body.external_id, body.detail)
+        if result_id is None:
+            raise ApiError(404, f"Turn {turn_id} does not exist")
+        return json_response({"id": result_id, "turn_id": turn_id}, status=201)
+
+
+class UserView(ContractView):
+    async def get(self, username: str, /) -> r200[dict] | r404[ErrorResponse] | r503[ErrorResponse]:
+        """A person from the users directory, by user name, e-mail or Telegram user name.
+
+        Tags: users
+        """
+        user = await self.request.app[STORE].get_user(username)
+        if user is None:
+            raise ApiError(404, f"User {username} is not in the directory")
+        return json_response(user)
+
+
+async def migrate(settings: SecretarySettings) -> list[str]:
+    return await apply_migrations(settings.database_url.get_secret_value(), SERVICE, MIGRATIONS)
+
+
+def create_app(settings: SecretarySettings | None = None) -> web.Application:
+    settings = settings or SecretarySettings()
+    # The analysis API is the public face; the operators' endpoints need the service token.
+    app = create_service_app(SERVICE, settings, public_paths=("/analyze-request",))
+    metrics = app[METRICS]
+    database = Database(settings, metrics)
+    store = Store(database)
+    token = settings.service_token.get_secret_value()
+    guesser = ServiceClient("ai-guesser", settings.guesser_url, metrics=metrics, token=token, timeout=settings.upstream_timeout)
+    analyst = ServiceClient("ai-systemanalitic", settings.analyst_url, metrics=metrics, token=token, timeout=settings.upstream_timeout)
+    app[STORE] = store
+    app[PIPELINE] = Pipeline(
+        store, guesser, analyst, metrics,
+        PipelineSettings(settings.conversation_ttl_seconds, settings.max_clarifications, settings.stale_processing_seconds),
+    )
+    schema = {"current": False}
+
+    async def database_ready() -> tuple[bool, str]:
+        ok, detail = await database.check()
+        if ok and not schema["current"]:
+            pending = await pending_migrations(await database.pool(), SERVICE, MIGRATIONS)
+            schema["current"] = not pending
+            if pending:
+                return False, f"migrations pending: {', '.join(pending)}"
+        return ok, detail
+
+    app[READINESS_CHECKS]["database"] = database_ready
+
+    async def bootstrap() -> None:
+        # Until the database answers, the service runs and says "not ready"; it never crash-loops.
+        delay = 0.5
+        while True:
+            try:
+                if settings.migrate_on_start:
+                    await migrate(settings)
+                if settings.users_file:
+                    count = await store.load_users(Path(settings.users_file))
+                    log.info("users directory loaded", labels={"users": str(count)})
+                return
+            except (*CONNECTION_ERRORS, ApiError) as exc:
+                log.warning("database not available yet; retrying", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def start(app_: web.Application) -> None:
+        app_[BOOTSTRAP] = asyncio.create_task(bootstrap())
+
+    async def stop(app_: web.Application) -> None:
+        app_[BOOTSTRAP].cancel()
+        await guesser.close()
+        await analyst.close()
+        await database.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_view("/analyze-request", AnalyzeView)
+    app.router.add_view("/conversations", ConversationsView)
+    app.router.add_view("/conversations/{conversation_id}", ConversationView)
+    app.router.add_view("/turns/{turn_id}/action-result", ActionResultView)
+    app.router.add_view("/users/{username}", UserView)
+    return finish_app(app, "ai-secretary API")
