@@ -6,7 +6,9 @@ the scrape labels are. Label values are bounded: routes are templates, never raw
 
 from __future__ import annotations
 
+import os
 import platform
+import resource
 import time
 
 from aiohttp import web
@@ -37,6 +39,10 @@ class ServiceMetrics:
         self.llm_tokens = self.counter("mw_llm_tokens_total", "LLM tokens by provider, model and kind (prompt, completion)")
         self.process_start = self.gauge("mw_process_start_time_seconds", "Start time of the process, seconds since the epoch")
         self.process_start.set({}, time.time())
+        # Resource use of this process, refreshed at each scrape (a pod's view even without cAdvisor).
+        self.process_cpu = self.counter("mw_process_cpu_seconds_total", "CPU time used by the process (user and system), seconds")
+        self.process_memory = self.gauge("mw_process_resident_memory_bytes", "Resident memory of the process, bytes")
+        self.process_fds = self.gauge("mw_process_open_fds", "Open file descriptors (sockets included) of the process")
 
     def counter(self, name: str, doc: str) -> Counter:
         return Counter(name, doc, const_labels=self.labels, registry=self.registry)
@@ -47,6 +53,16 @@ class ServiceMetrics:
     def histogram(self, name: str, doc: str, buckets=LATENCY_BUCKETS) -> Histogram:
         return Histogram(name, doc, const_labels=self.labels, registry=self.registry, buckets=buckets)
 
+    def refresh_process(self) -> None:
+        self.process_cpu.set({}, time.process_time())
+        try:
+            with open("/proc/self/statm", encoding="ascii") as statm:
+                self.process_memory.set({}, int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            self.process_fds.set({}, len(os.listdir("/proc/self/fd")))
+        except OSError:  # not Linux: the peak resident size is the best there is
+            self.process_memory.set({}, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
     async def handle_metrics(self, request: web.Request) -> web.Response:
+        self.refresh_process()
         body, headers = render(self.registry, request.headers.getall("Accept", []))
         return web.Response(body=body, headers=headers)
