@@ -6,6 +6,7 @@ from typing import Any
 
 import openai
 
+from ..context import REQUEST_ID_HEADER, request_id_var
 from .base import ChatResult, LLMError, LLMRateLimited, LLMSettings, LLMTimeout, LLMUnavailable
 
 
@@ -40,6 +41,8 @@ class OpenAICompatibleModel:
             "messages": messages,
             "temperature": self._settings.llm_temperature,
             "max_tokens": self._settings.llm_max_tokens,
+            # Lets an LLM gateway's logs be joined with ours.
+            "extra_headers": {REQUEST_ID_HEADER: request_id_var.get() or ""},
         }
         if (response_format := self._response_format(schema_name, schema)) is not None:
             kwargs["response_format"] = response_format
