@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
 from multyworkemon_common.contract import AnalysisResponse, Channel, ErrorResponse
-from multyworkemon_common.database import CONNECTION_ERRORS, Database, apply_migrations, pending_migrations
+from multyworkemon_common.database import Database, apply_migrations, pending_migrations
 from multyworkemon_common.errors import ApiError, json_response
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.logging import get_logger
@@ -190,8 +190,8 @@ def create_app(settings: SecretarySettings | None = None) -> web.Application:
                     count = await store.load_users(Path(settings.users_file))
                     log.info("users directory loaded", labels={"users": str(count)})
                 return
-            except (*CONNECTION_ERRORS, ApiError) as exc:
-                log.warning("database not available yet; retrying", error=type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, stay up, not ready, and try again
+                log.warning("database not ready for migrations yet; retrying", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 

@@ -57,6 +57,8 @@ def create_service_app(
     metrics = ServiceMetrics(service, version)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
+        # Let long URLs reach the middleware, which answers 413 in the contract's shape.
+        handler_args={"max_line_size": settings.max_query_bytes + 8192},
         middlewares=[_core_middleware(settings, metrics, ALWAYS_PUBLIC + public_paths)],
     )
     app[SETTINGS] = settings

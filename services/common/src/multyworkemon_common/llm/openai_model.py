@@ -60,6 +60,9 @@ class OpenAICompatibleModel:
             raise LLMError(f"the LLM provider rejected the request ({exc.status_code})") from exc
         except openai.OpenAIError as exc:
             raise LLMError(f"the LLM call failed: {type(exc).__name__}") from exc
+        except ValueError as exc:
+            # A proxy in front of the provider answered 200 with something that is not JSON.
+            raise LLMError("the LLM endpoint answered with a body that is not JSON") from exc
         choice = completion.choices[0] if completion.choices else None
         text = (choice.message.content or "") if choice is not None and choice.message is not None else ""
         usage = completion.usage
