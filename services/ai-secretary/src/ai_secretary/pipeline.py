@@ -12,10 +12,11 @@ from pydantic import BaseModel, Field
 from multyworkemon_common.context import request_id_var
 from multyworkemon_common.contract import (
     ACTION_CLARIFY,
+    ACTION_DEPARTMENT_MAILING,
+    ACTION_JIRA,
     ACTION_REPLY_EMAIL,
     ACTION_REPLY_MESSAGE,
     ACTION_TELEGRAM_EMPLOYEE,
-    ACTIONS,
     AnalysisResponse,
     Channel,
     Source,
@@ -56,11 +57,13 @@ def reply_action(channel: str) -> str:
 
 
 def normalise_action(proposed: Any, channel: str) -> str:
-    """The analyst's action if it is one of the contract's; a reply on the message's own channel otherwise."""
-    if proposed not in ACTIONS or proposed in (ACTION_REPLY_EMAIL, ACTION_REPLY_MESSAGE, ACTION_CLARIFY):
-        # A reply goes back where the message came from, whatever the model said.
-        return reply_action(channel) if proposed != ACTION_CLARIFY else ACTION_CLARIFY
-    return proposed
+    """The action of a final answer: the analyst's when it acts for the user, else a reply on the message's own channel.
+
+    Whatever the model said about replying, a reply goes back where the message came from.
+    """
+    if proposed in (ACTION_JIRA, ACTION_TELEGRAM_EMPLOYEE, ACTION_DEPARTMENT_MAILING):
+        return proposed
+    return reply_action(channel)
 
 
 def discussion_text(earlier: list[Any], current: str) -> str:
