@@ -55,7 +55,8 @@ class Store:
 
     async def find_person(self, name: str) -> Person:
         """By user name, e-mail address or Telegram user name; neutral defaults for strangers."""
-        row = await self._fetchrow(
+        row = await self._run(
+            "fetchrow",
             """SELECT username, department, position FROM users
                WHERE username = $1 OR lower(email) = lower($1) OR lower(telegram_username) = lower(ltrim($1, '@'))
                   OR telegram_id::text = $1
@@ -67,7 +68,8 @@ class Store:
         return Person(row["username"], row["department"], row["position"], known=True)
 
     async def get_user(self, name: str) -> dict[str, Any] | None:
-        row = await self._fetchrow(
+        row = await self._run(
+            "fetchrow",
             """SELECT username, display_name, department, position, email, telegram_id, telegram_username
                FROM users WHERE username = $1 OR lower(email) = lower($1) OR lower(telegram_username) = lower(ltrim($1, '@'))
                ORDER BY username = $1 DESC LIMIT 1""",
@@ -77,7 +79,7 @@ class Store:
 
     # Turns and conversations.
     async def turn_by_message(self, channel: str, message_id: str) -> asyncpg.Record | None:
-        return await self._fetchrow("SELECT * FROM turns WHERE channel = $1 AND message_id = $2", channel, message_id)
+        return await self._run("fetchrow", "SELECT * FROM turns WHERE channel = $1 AND message_id = $2", channel, message_id)
 
     async def open_turn(
         self, *, channel: str, person: Person, message_id: str | None, request_id: str, request: str,
@@ -145,16 +147,18 @@ class Store:
             raise DatabaseUnavailable(exc) from exc
 
     async def first_request(self, conversation_id: int) -> str | None:
-        return await self._fetchval("SELECT request FROM turns WHERE conversation_id = $1 ORDER BY id LIMIT 1", conversation_id)
+        return await self._run("fetchval", "SELECT request FROM turns WHERE conversation_id = $1 ORDER BY id LIMIT 1", conversation_id)
 
     async def fail_turn(self, turn_id: int, status: int, error: str, timings: dict[str, float]) -> None:
-        await self._execute(
+        await self._run(
+            "execute",
             "UPDATE turns SET status = 'failed', error_status = $2, error = $3, timings = $4 WHERE id = $1",
             turn_id, status, error, json.dumps(timings),
         )
 
     async def record_action_result(self, turn_id: int, action: str, status: str, external_id: str | None, detail: str | None) -> int | None:
-        return await self._fetchval(
+        return await self._run(
+            "fetchval",
             """INSERT INTO action_results (turn_id, action, status, external_id, detail)
                SELECT id, $2, $3, $4, $5 FROM turns WHERE id = $1 RETURNING id""",
             turn_id, action, status, external_id, detail,
@@ -168,8 +172,9 @@ class Store:
                 args.append(value)
                 where.append(f"{column} = ${len(args)}")
         condition = f"WHERE {' AND '.join(where)}" if where else ""
-        total = await self._fetchval(f"SELECT count(*) FROM conversations {condition}", *args)
-        rows = await self._fetch(
+        total = await self._run("fetchval", f"SELECT count(*) FROM conversations {condition}", *args)
+        rows = await self._run(
+            "fetch",
             f"""SELECT c.*, (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS turns
                 FROM conversations c {condition} ORDER BY c.updated_at DESC, c.id DESC
                 LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}""",
@@ -178,11 +183,12 @@ class Store:
         return total, [_jsonable(r) for r in rows]
 
     async def get_conversation(self, conversation_id: int) -> dict | None:
-        conversation = await self._fetchrow("SELECT * FROM conversations WHERE id = $1", conversation_id)
+        conversation = await self._run("fetchrow", "SELECT * FROM conversations WHERE id = $1", conversation_id)
         if conversation is None:
             return None
-        turns = await self._fetch("SELECT * FROM turns WHERE conversation_id = $1 ORDER BY id", conversation_id)
-        results = await self._fetch(
+        turns = await self._run("fetch", "SELECT * FROM turns WHERE conversation_id = $1 ORDER BY id", conversation_id)
+        results = await self._run(
+            "fetch",
             "SELECT a.* FROM action_results a JOIN turns t ON t.id = a.turn_id WHERE t.conversation_id = $1 ORDER BY a.id",
             conversation_id,
         )
@@ -193,28 +199,10 @@ class Store:
         body["turns"] = [{**_jsonable(t), "action_results": by_turn.get(t["id"], [])} for t in turns]
         return body
 
-    # Thin wrappers that turn a lost connection into a 503.
-    async def _fetchrow(self, query: str, *args):
+    async def _run(self, method: str, query: str, *args):
+        """Run one pool method (fetch, fetchrow, fetchval, execute); a lost database becomes a 503."""
         try:
-            return await (await self._pool()).fetchrow(query, *args)
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(exc) from exc
-
-    async def _fetch(self, query: str, *args):
-        try:
-            return await (await self._pool()).fetch(query, *args)
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(exc) from exc
-
-    async def _fetchval(self, query: str, *args):
-        try:
-            return await (await self._pool()).fetchval(query, *args)
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(exc) from exc
-
-    async def _execute(self, query: str, *args):
-        try:
-            return await (await self._pool()).execute(query, *args)
+            return await getattr(await self._pool(), method)(query, *args)
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(exc) from exc
 
