@@ -54,24 +54,20 @@ class Store:
         return len(rows)
 
     async def find_person(self, name: str) -> Person:
-        """By user name, e-mail address or Telegram user name; neutral defaults for strangers."""
-        row = await self._run(
-            "fetchrow",
-            """SELECT username, department, position FROM users
-               WHERE username = $1 OR lower(email) = lower($1) OR lower(telegram_username) = lower(ltrim($1, '@'))
-                  OR telegram_id::text = $1
-               ORDER BY username = $1 DESC LIMIT 1""",
-            name,
-        )
-        if row is None:
+        """The directory's entry for a sender; neutral defaults for strangers (never an error)."""
+        user = await self.get_user(name)
+        if user is None:
             return Person(name, UNKNOWN_DEPARTMENT, UNKNOWN_POSITION, known=False)
-        return Person(row["username"], row["department"], row["position"], known=True)
+        return Person(user["username"], user["department"], user["position"], known=True)
 
     async def get_user(self, name: str) -> dict[str, Any] | None:
+        """By user name, e-mail address, Telegram user name (with or without @) or Telegram id."""
         row = await self._run(
             "fetchrow",
             """SELECT username, display_name, department, position, email, telegram_id, telegram_username
-               FROM users WHERE username = $1 OR lower(email) = lower($1) OR lower(telegram_username) = lower(ltrim($1, '@'))
+               FROM users
+               WHERE username = $1 OR lower(email) = lower($1) OR lower(telegram_username) = lower(ltrim($1, '@'))
+                  OR telegram_id::text = $1
                ORDER BY username = $1 DESC LIMIT 1""",
             name,
         )
