@@ -10,7 +10,7 @@ ConfigMaps labelled grafana_dashboard: "1"): the Prometheus datasource is the te
 Every query filters on the metric label `service_name` (set by the services themselves, see
 docs/metrics.md), never on scrape labels, so the same dashboards work on a laptop Prometheus and
 in a cluster. The only scrape labels used are `namespace` (absent locally: the "All" value `.*`
-matches it) and `job` for `up`, whose value ends with the service name (the Kubernetes Service).
+matches it) and `job` for `up`, whose value contains the service name (the Kubernetes Service).
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def health_dashboard() -> dict:
 
     panels = [
         row("Services: up and ready"),
-        stat("Up (instances scraped)", [query(f'sum by (job) (up{{job=~".*$service", {ns}}})', "{{job}}", instant=True)],
+        stat("Up (instances scraped)", [query(f'sum by (job) (up{{job=~".*$service.*", {ns}}})', "{{job}}", instant=True)],
              description="Prometheus could scrape the instance (`up`). 0 means every instance of the service is down.",
              thresholds=RED_BELOW_1),
         stat("Ready", [query(f"min by (service_name) (mw_ready{{{sel}}})", "{{service_name}}", instant=True)],
