@@ -120,7 +120,7 @@ def bargauge(title: str, targets: list[dict], *, unit: str = "short", descriptio
 
 
 def table(title: str, targets: list[dict], columns: dict[str, str], *, units: dict[str, str], description: str = "",
-          width: int = 24, height: int = 9) -> dict:
+          width: int = 24, height: int = 9, hide: tuple[str, ...] = ()) -> dict:
     """One row per label set, one column per query (`columns` renames "Value #A" and so on)."""
     panel = _panel("table", title, targets, description, width, height)
     panel["fieldConfig"] = {
@@ -133,7 +133,7 @@ def table(title: str, targets: list[dict], columns: dict[str, str], *, units: di
     panel["options"] = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
     panel["transformations"] = [
         {"id": "merge", "options": {}},
-        {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": columns}},
+        {"id": "organize", "options": {"excludeByName": {name: True for name in ("Time", *hide)}, "renameByName": columns}},
     ]
     return panel
 
@@ -396,7 +396,8 @@ def service_dashboard() -> dict:
              description="Time since each instance's process started.", width=8),
         table("Versions", [query(f"mw_build_info{{{sel}}}", instant=True, table=True)],
               {"instance": "instance", "version": "version", "python_version": "python"}, units={},
-              description="Version and Python of each instance (`mw_build_info`).", width=8, height=5),
+              description="Version and Python of each instance (`mw_build_info`).", width=8, height=5,
+              hide=("__name__", "Value", "job", "namespace", "service_name")),
         row("HTTP"),
         timeseries("Requests by route and status", [query(f"sum by (route, status) (rate({http}[{RATE}]))", "{{route}} {{status}}")],
                    unit="reqps", description="Requests per second by route template and status, without probes and scrapes."),
