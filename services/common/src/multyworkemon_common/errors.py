@@ -20,11 +20,16 @@ class ApiError(Exception):
 
 
 class UpstreamError(ApiError):
-    """Another service or the LLM failed; 502 bad answer, 503 unreachable, 504 timed out."""
+    """Another service or the LLM failed; 502 bad answer, 503 unreachable, 504 timed out.
 
-    def __init__(self, status: int, upstream: str, message: str):
+    `answered` is the status the upstream itself answered (None when it gave no answer), so a
+    caller can tell "not found" or "busy" (409) from a failure.
+    """
+
+    def __init__(self, status: int, upstream: str, message: str, *, answered: int | None = None):
         super().__init__(status, message)
         self.upstream = upstream
+        self.answered = answered
 
 
 def error_body(status: int, message: str) -> dict:

@@ -61,6 +61,15 @@ class ServiceClient:
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST JSON, return the JSON answer; raise UpstreamError with the right status otherwise."""
+        return await self.request_json("POST", path, payload=payload)
+
+    async def get_json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET with query parameters, return the JSON answer; errors as post_json."""
+        return await self.request_json("GET", path, params=params)
+
+    async def request_json(
+        self, method: str, path: str, *, payload: dict[str, Any] | None = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -71,7 +80,7 @@ class ServiceClient:
                 reraise=True,
             ):
                 with attempt:
-                    result = await self._post_once(path, payload)
+                    result = await self._request_once(method, path, payload, params)
             outcome = "ok"
             return result
         except _Unreachable as exc:
@@ -88,9 +97,11 @@ class ServiceClient:
             self._metrics.upstream_requests.inc({**labels, "outcome": outcome})
             self._metrics.upstream_duration.observe(labels, time.perf_counter() - started)
 
-    async def _post_once(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _request_once(self, method: str, path: str, payload: dict[str, Any] | None, params: dict[str, str] | None) -> dict[str, Any]:
         try:
-            async with self.session.post(self.base_url + path, json=payload, headers=self._headers()) as response:
+            async with self.session.request(
+                method, self.base_url + path, json=payload, params=params, headers=self._headers()
+            ) as response:
                 try:
                     body = await response.json(content_type=None)
                 except ValueError:
@@ -99,9 +110,9 @@ class ServiceClient:
             raise _Unreachable(str(exc) or type(exc).__name__) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(502, self.name, f"{self.name} failed: {exc}") from exc
-        if response.status == 200 and isinstance(body, dict):
+        if 200 <= response.status < 300 and isinstance(body, dict):
             return body
         detail = body.get("message") if isinstance(body, dict) else None
         # Pass on the upstream's own gateway errors (its LLM failed) as they are; anything else is a bad answer.
         status = response.status if response.status in (502, 503, 504) else 502
-        raise UpstreamError(status, self.name, f"{self.name} answered {response.status}: {detail or 'no detail'}")
+        raise UpstreamError(status, self.name, f"{self.name} answered {response.status}: {detail or 'no detail'}", answered=response.status)
