@@ -28,13 +28,13 @@ SERVICES = [
 ]
 
 
-def database_url() -> str:
+def database_url(folder: Path = RUN_DIR / "pgdata") -> str:
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"]
     import pgserver
 
-    RUN_DIR.mkdir(exist_ok=True)
-    server = pgserver.get_server(RUN_DIR / "pgdata", cleanup_mode="stop")
+    folder.parent.mkdir(exist_ok=True)
+    server = pgserver.get_server(folder, cleanup_mode="stop")
     if "multyworkemon" not in server.psql("SELECT datname FROM pg_database;"):
         server.psql("CREATE DATABASE multyworkemon;")
     return server.get_uri("multyworkemon")
@@ -55,9 +55,9 @@ def wait_ready(name: str, port: int, process: subprocess.Popen, timeout: float =
     sys.exit(f"{name} did not become ready on port {port} within {timeout:.0f}s")
 
 
-def main() -> None:
-    dsn = database_url()
-    base = {
+def system_env(dsn: str) -> dict[str, str]:
+    """The environment every service gets (the benchmark starts the system with the same one)."""
+    return {
         **os.environ,
         "LLM_PROVIDER": os.environ.get("LLM_PROVIDER", "offline"),
         "DATABASE_URL": dsn,
@@ -68,6 +68,11 @@ def main() -> None:
         "SECRETARY_URL": "http://127.0.0.1:8000",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def main() -> None:
+    dsn = database_url()
+    base = system_env(dsn)
     processes: list[tuple[str, subprocess.Popen]] = []
 
     def stop(*_args) -> None:
