@@ -66,10 +66,11 @@ def main(argv: list[str]) -> int:
     child = subprocess.Popen(command)
     while True:
         if stopping:
-            return stop(child, options.grace)
+            code = stop(child, options.grace)
+            return code if code >= 0 else 128 - code
         code = child.poll()
         if code is not None:
-            return code
+            return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
         time.sleep(options.interval)
         now = snapshot(options.watch)
         if now != before:
