@@ -33,7 +33,7 @@ answer=$(curl -fsS --max-time 60 -X POST "$KIBANA_URL/api/saved_objects/_import?
   -H 'kbn-xsrf: true' --form "file=@$DATA_FILE")
 echo "$answer"
 # Kibana answers 200 even when objects fail; only "success":true means all were imported.
-case "$answer" in
+case "$(printf '%s' "$answer" | tr -d ' \n')" in
   *'"success":true'*) echo "Kibana objects imported" ;;
   *) echo "Kibana refused some objects" >&2; exit 1 ;;
 esac
