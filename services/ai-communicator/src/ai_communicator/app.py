@@ -1,0 +1,99 @@
+"""ai-communicator: e-mail, Telegram and the web chat in, the secretary's answers and actions out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
+from multyworkemon_common.http import ServiceClient
+from multyworkemon_common.logging import get_logger
+
+from .actions import Actions, Departments
+from .channels.mail import MailChannel, Mailer
+from .channels.telegram import TelegramChannel, make_bot, send_text
+from .channels.web import add_web_chat
+from .handling import ChannelMetrics, MessageHandler
+from .jira import Jira
+from .lock import HOLDING, STANDBY, PollerLock
+from .secretary import Secretary
+from .settings import CommunicatorSettings
+
+SERVICE = "ai-communicator"
+POLLERS = web.AppKey("pollers", list)
+log = get_logger("ai_communicator")
+
+
+def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
+    settings = settings or CommunicatorSettings()
+    # Everything here is for people's browsers (the page and its API): no service token.
+    app = create_service_app(SERVICE, settings, public_paths=("/",))
+    metrics = ChannelMetrics(app[METRICS])
+    secretary = Secretary(ServiceClient(
+        "ai-secretary", settings.secretary_url, metrics=app[METRICS],
+        token=settings.service_token.get_secret_value(), timeout=settings.secretary_timeout,
+    ))
+    bot = make_bot(settings) if settings.telegram_enabled else None
+    mailer = Mailer(settings) if settings.smtp_login[0] else None
+    jira = None
+    if settings.jira_base_url and settings.jira_project_key:
+        jira = Jira(
+            settings.jira_base_url, settings.jira_project_key, settings.jira_token.get_secret_value(),
+            user=settings.jira_user, issue_type=settings.jira_issue_type, timeout=settings.jira_timeout,
+        )
+    actions = Actions(
+        secretary, Departments.load(settings.departments_file), jira=jira,
+        send_telegram=(lambda chat_id, text: send_text(bot, chat_id, text)) if bot else None,
+        send_mail=mailer.send if mailer else None, sender_address=settings.sender_address,
+    )
+    handler = MessageHandler(secretary, actions, metrics)
+    add_web_chat(app, handler, metrics)
+
+    dsn = settings.database_url.get_secret_value()
+    pollers: list[tuple[str, PollerLock, Callable[[], Awaitable[None]]]] = []
+    if settings.mail_enabled and mailer is not None:
+        mail = MailChannel(settings, handler, mailer, metrics)
+        lock = PollerLock(dsn, f"mail:{settings.imap_user.lower()}@{settings.imap_host}/{settings.imap_folder}", settings.lock_retry_seconds)
+        pollers.append(("email", lock, mail.run))
+        app[READINESS_CHECKS]["email"] = _channel_ready(lock, mail)
+    if bot is not None:
+        telegram = TelegramChannel(settings, bot, handler, metrics)
+        lock = PollerLock(dsn, f"telegram:{bot.id}", settings.lock_retry_seconds)
+        pollers.append(("tg", lock, telegram.run))
+        app[READINESS_CHECKS]["telegram"] = _channel_ready(lock, telegram)
+
+    async def start(app_: web.Application) -> None:
+        metrics.connected.set({"channel": "direct"}, 1)
+        app_[POLLERS] = [asyncio.create_task(lock.run(work), name=f"poller-{name}") for name, lock, work in pollers]
+        log.info("channels", labels={"email": str(settings.mail_enabled), "telegram": str(bot is not None), "jira": str(jira is not None)})
+
+    async def stop(app_: web.Application) -> None:
+        metrics.connected.set({"channel": "direct"}, 0)
+        for task in app_.get(POLLERS, []):
+            task.cancel()
+        await asyncio.gather(*app_.get(POLLERS, []), return_exceptions=True)
+        await secretary.close()
+        if bot is not None:
+            await bot.session.close()
+        if jira is not None:
+            await jira.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return finish_app(app, "ai-communicator API")
+
+
+def _channel_ready(lock: PollerLock, channel) -> Callable[[], Awaitable[tuple[bool, str]]]:
+    async def check() -> tuple[bool, str]:
+        if lock.state == HOLDING:
+            return channel.connected, "connected" if channel.connected else "connecting"
+        if lock.state == STANDBY:
+            return True, "standby: another replica polls"
+        return False, f"poller lock {lock.state}"
+
+    return check
+
+
+__all__ = ["create_app", "CommunicatorSettings"]

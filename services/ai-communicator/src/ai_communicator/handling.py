@@ -1,0 +1,223 @@
+"""One message from any channel: ask the secretary, carry out the action, reply, record what was done.
+
+Every step may be repeated safely: the secretary answers the same message id with the stored
+answer, and what was already done (recorded with the turn) is not done twice.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from multyworkemon_common.contract import (
+    ACTION_CLARIFY,
+    ACTION_DEPARTMENT_MAILING,
+    ACTION_JIRA,
+    ACTION_REPLY_EMAIL,
+    ACTION_REPLY_MESSAGE,
+    ACTION_TELEGRAM_EMPLOYEE,
+    AnalysisResponse,
+)
+from multyworkemon_common.errors import UpstreamError
+from multyworkemon_common.logging import get_logger
+from multyworkemon_common.metrics import ServiceMetrics
+
+from .secretary import Secretary
+
+if TYPE_CHECKING:
+    from .actions import Actions
+
+log = get_logger("ai_communicator.handling")
+
+REPLY_ACTIONS = (ACTION_CLARIFY, ACTION_REPLY_MESSAGE, ACTION_REPLY_EMAIL)
+SIDE_ACTIONS = (ACTION_JIRA, ACTION_TELEGRAM_EMPLOYEE, ACTION_DEPARTMENT_MAILING)
+# From arrival to reply can include a secretary outage: buckets up to an hour.
+REPLY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+APOLOGY = (
+    "Извините, не получилось обработать ваше сообщение: попытки закончились ошибкой. "
+    "Попробуйте, пожалуйста, написать его иначе или повторить позже."
+)
+
+
+class Failure(Exception):
+    """Handling a message failed and it stays to be tried again.
+
+    `outage`: the peer could not be reached or said it is busy; such tries do not count towards
+    setting the message aside, so an outage loses nothing. Any other failure counts.
+    """
+
+    def __init__(self, message: str, *, outage: bool):
+        super().__init__(message)
+        self.outage = outage
+
+
+def upstream_failure(exc: UpstreamError) -> Failure:
+    # 503 without an answer: unreachable; 409: the same message is still being processed.
+    outage = (exc.answered is None and exc.status == 503) or exc.answered in (409, 429, 503)
+    return Failure(exc.message, outage=outage)
+
+
+@dataclass
+class Inbound:
+    """A message as every channel hands it over."""
+
+    channel: str  # email | tg | direct
+    username: str  # what the secretary looks up in its directory: e-mail, Telegram name or id, a name
+    text: str
+    message_id: str | None
+    arrived: float  # epoch seconds
+    reply: Callable[[str], Awaitable[str | None]]  # sends the text back; returns the sent message's id
+    sender_label: str = ""  # how colleagues see the sender (name and address)
+
+
+@dataclass
+class ActionOutcome:
+    action: str
+    status: str  # done | failed
+    external_id: str | None
+    note: str  # what the user is told about it
+
+
+@dataclass
+class Handled:
+    answer: AnalysisResponse
+    text: str  # what the user was sent
+    outcome: ActionOutcome | None = None
+    repeated: bool = False  # answered before; nothing was sent again
+
+
+class ChannelMetrics:
+    """The series agreed in docs/metrics.md."""
+
+    def __init__(self, metrics: ServiceMetrics):
+        self.received = metrics.counter("mw_channel_messages_received_total", "Messages read from the mailbox, the bot or the web chat")
+        self.processed = metrics.counter("mw_channel_messages_processed_total", "Messages answered (the reply was sent)")
+        self.failed = metrics.counter("mw_channel_messages_failed_total", "Failed attempts to handle a message")
+        self.retried = metrics.counter("mw_channel_messages_retried_total", "Attempts that were retries of an earlier failure")
+        self.poison = metrics.counter("mw_channel_poison_messages_total", "Messages set aside after failing every try")
+        self.connected = metrics.gauge("mw_channel_connected", "1 while the channel is connected, else 0")
+        self.reply_duration = metrics.histogram(
+            "mw_channel_reply_duration_seconds", "From a message's arrival to its reply being sent", buckets=REPLY_BUCKETS
+        )
+        self.actions = metrics.counter("mw_actions_total", "Actions carried out, by action and outcome")
+
+    def answered(self, channel: str, arrived: float) -> None:
+        self.processed.inc({"channel": channel})
+        self.reply_duration.observe({"channel": channel}, max(0.0, time.time() - arrived))
+
+
+@dataclass
+class RetryBook:
+    """Attempts and the next try of each failing message, in memory (the mailbox and Telegram keep the messages)."""
+
+    max_attempts: int
+    base_seconds: float
+    max_seconds: float
+    _entries: dict[Any, tuple[int, int, float]] = field(default_factory=dict)  # key -> (counted, tries, due)
+
+    def seen(self, key: Any) -> bool:
+        return key in self._entries
+
+    def due(self, key: Any) -> bool:
+        entry = self._entries.get(key)
+        return entry is None or entry[2] <= time.monotonic()
+
+    def failed(self, key: Any, failure: Failure) -> bool:
+        """Note a failure; True when the message has used up its attempts."""
+        counted, tries, _ = self._entries.get(key, (0, 0, 0.0))
+        counted += 0 if failure.outage else 1
+        tries += 1
+        self._entries[key] = (counted, tries, time.monotonic() + self.delay(tries))
+        return counted >= self.max_attempts
+
+    def delay(self, tries: int) -> float:
+        # Exponential with jitter, so replicas and messages do not retry in lockstep.
+        return min(self.max_seconds, self.base_seconds * 2 ** (tries - 1)) * random.uniform(0.8, 1.0)
+
+    def forget(self, key: Any) -> None:
+        self._entries.pop(key, None)
+
+    def seconds_to_next(self) -> float | None:
+        if not self._entries:
+            return None
+        return max(0.0, min(entry[2] for entry in self._entries.values()) - time.monotonic())
+
+    def keep_only(self, keys: set) -> None:
+        """Drop entries of messages that went away (read or deleted elsewhere)."""
+        for key in list(self._entries):
+            if key not in keys:
+                del self._entries[key]
+
+
+def compose(answer: AnalysisResponse, note: str = "") -> str:
+    """The text a user gets: the answer, what was done, and the sources as links."""
+    parts = [answer.response.strip()]
+    if note:
+        parts.append(note)
+    if answer.sources and answer.action not in (ACTION_CLARIFY,):
+        parts.append("Источники:\n" + "\n".join(f"[{n}] {s.title}: {s.url}" for n, s in enumerate(answer.sources, start=1)))
+    return "\n\n".join(parts)
+
+
+def reply_action_for(channel: str) -> str:
+    return ACTION_REPLY_EMAIL if channel == "email" else ACTION_REPLY_MESSAGE
+
+
+class MessageHandler:
+    def __init__(self, secretary: Secretary, actions: Actions, metrics: ChannelMetrics):
+        self.secretary = secretary
+        self.actions = actions
+        self.metrics = metrics
+
+    async def handle(self, message: Inbound) -> Handled:
+        """Raises Failure when the message must be tried again."""
+        try:
+            answer = await self.secretary.analyze(message.channel, message.username, message.text, message.message_id)
+            conversation = await self.secretary.conversation(answer.conversation_id) if answer.conversation_id else {}
+        except UpstreamError as exc:
+            raise upstream_failure(exc) from exc
+        done = _done_results(conversation, answer.turn_id)
+        reply_action = answer.action if answer.action in REPLY_ACTIONS else reply_action_for(message.channel)
+        if reply_action in done and message.channel != "direct":
+            # A message seen again (a restart, another replica, a lost \Seen flag): already answered.
+            log.info("message answered before; not sending again", labels={"channel": message.channel, "turn_id": str(answer.turn_id)})
+            return Handled(answer, "", repeated=True)
+
+        outcome = None
+        if answer.action in SIDE_ACTIONS:
+            earlier = done.get(answer.action)
+            if earlier is not None:
+                outcome = ActionOutcome(answer.action, "done", earlier.get("external_id"), earlier.get("detail") or "")
+            else:
+                outcome = await self._side_action(answer, message, conversation)
+        text = compose(answer, outcome.note if outcome else "")
+        try:
+            sent_id = await message.reply(text)
+        except Failure as exc:
+            self.metrics.actions.inc({"action": reply_action, "outcome": "failed"})
+            await self.secretary.report(answer.turn_id, reply_action, "failed", detail=str(exc))
+            raise
+        self.metrics.actions.inc({"action": reply_action, "outcome": "done"})
+        await self.secretary.report(answer.turn_id, reply_action, "done", sent_id, f"replied on {message.channel}")
+        return Handled(answer, text, outcome)
+
+    async def _side_action(self, answer: AnalysisResponse, message: Inbound, conversation: dict) -> ActionOutcome:
+        try:
+            outcome = await self.actions.carry_out(answer, message, conversation)
+        except Failure as exc:
+            self.metrics.actions.inc({"action": answer.action, "outcome": "failed"})
+            await self.secretary.report(answer.turn_id, answer.action, "failed", detail=str(exc))
+            raise
+        self.metrics.actions.inc({"action": answer.action, "outcome": outcome.status})
+        await self.secretary.report(answer.turn_id, answer.action, outcome.status, outcome.external_id, outcome.note)
+        return outcome
+
+
+def _done_results(conversation: dict, turn_id: int | None) -> dict[str, dict]:
+    for turn in conversation.get("turns") or []:
+        if turn.get("id") == turn_id:
+            return {r["action"]: r for r in turn.get("action_results") or [] if r.get("status") == "done"}
+    return {}
