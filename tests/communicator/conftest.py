@@ -7,23 +7,13 @@ from pathlib import Path
 import pytest
 
 from support.jira_api import JiraAPI
+from support.communicator import DEPARTMENTS
 from support.mail import MailPeers
 from support.stack import start_stack
 from support.telegram_api import TelegramAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = ROOT / "services/ai-secretary/users.example.yaml"
-EMPLOYEE_CHAT = 555001
-DEPARTMENTS = f"""
-departments:
-  Департамент клиентского сервиса:
-    telegram_chat_id: {EMPLOYEE_CHAT}
-    contact: Ирина Соколова
-    mailing_list: client-service@mw.test
-default:
-  contact: дежурный аналитик
-  mailing_list: helpdesk-all@mw.test
-"""
 
 
 @pytest.fixture

@@ -10,6 +10,19 @@ import aiohttp
 from ai_communicator.app import CommunicatorSettings, create_app
 from support.stack import Service, free_port, wait_ready
 
+# Who is told about whose requests (the departments of services/ai-secretary/users.example.yaml).
+EMPLOYEE_CHAT = 555001
+DEPARTMENTS = f"""
+departments:
+  Департамент клиентского сервиса:
+    telegram_chat_id: {EMPLOYEE_CHAT}
+    contact: Ирина Соколова
+    mailing_list: client-service@mw.test
+default:
+  contact: дежурный аналитик
+  mailing_list: helpdesk-all@mw.test
+"""
+
 # Quick retries so the fault tests finish in seconds; the production defaults are in settings.py.
 FAST = {
     "max_attempts": 3,

@@ -64,15 +64,22 @@ class PollerLock:
             await asyncio.sleep(self.retry_seconds)
 
     async def _work_while_held(self, connection: asyncpg.Connection, work: Callable[[], Awaitable[None]]) -> None:
+        lost = asyncio.Event()
+        # Told at once when the server ends the session; the periodic check covers a silent network.
+        connection.add_termination_listener(lambda _connection: lost.set())
         task = asyncio.create_task(work())
+        watch = asyncio.create_task(lost.wait())
         try:
             while True:
-                done, _ = await asyncio.wait({task}, timeout=self.retry_seconds)
-                if done:
+                done, _ = await asyncio.wait({task, watch}, timeout=self.retry_seconds, return_when=asyncio.FIRST_COMPLETED)
+                if task in done:
                     task.result()  # work returns only by failing; let the caller log it and retry
                     raise RuntimeError("the poller stopped")
+                if watch in done:
+                    raise ConnectionResetError("the lock's database session ended")
                 # Still ours? A lost connection means PostgreSQL has released the lock.
                 await asyncio.wait_for(connection.fetchval("SELECT 1"), timeout=self.retry_seconds)
         finally:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            watch.cancel()
+            await asyncio.gather(task, watch, return_exceptions=True)
