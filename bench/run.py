@@ -154,10 +154,20 @@ class Bench:
         self.results: list[Result] = []
 
     # Starting and stopping the system.
+    @staticmethod
+    def compile_bytecode() -> None:
+        """Compile every module once, as the images do (UV_COMPILE_BYTECODE=1), so that start-up is not
+        measured compiling sources (PYTHONDONTWRITEBYTECODE may be set here)."""
+        import sysconfig
+
+        folders = [sysconfig.get_paths()["purelib"], str(ROOT / "services")]
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", *folders], check=False, stdout=subprocess.DEVNULL)
+
     async def start(self) -> None:
         busy = [port for _, _, port in SERVICES if not port_is_free(port)] + ([HELLO_PORT] if not port_is_free(HELLO_PORT) else [])
         if busy:
             sys.exit(f"ports {busy} are taken: stop `make run` (or whatever listens there) first")
+        self.compile_bytecode()
         shutil.rmtree(self.pgdata, ignore_errors=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         dsn = database_url(self.pgdata)
@@ -178,7 +188,7 @@ class Bench:
                 continue
             command = [sys.executable, "-m", module]
             if name in self.args.profile:
-                command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(RUN_DIR / f"profile-{name}.txt"), "-m", module]
+                command = [sys.executable, "-m", "cProfile", "-o", str(RUN_DIR / f"profile-{name}.prof"), "-m", module]
             log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
             process = subprocess.Popen(command, env={**env, "PORT": str(port)}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
             service = Service(name, port, process)
@@ -227,7 +237,6 @@ class Bench:
             wrk_cpu = max(wrk_cpu, cpu_seconds([process.pid]))
             await asyncio.wait([communicate], timeout=0.25)
         out, err = communicate.result()
-        await self.drain()
         line = next((line for line in out.decode().splitlines() if line.startswith("WRK_RESULT ")), None)
         if line is None:
             sys.exit(f"wrk failed: {out.decode()}\n{err.decode()}")
@@ -250,17 +259,20 @@ class Bench:
     async def scenario(self, target: str, url: str, users: int, delay: float, processes: dict[str, list[int]]) -> Result:
         self.stub.delay = delay
         await self.load(url, users, self.args.warmup, [])  # fill the connection pools
+        await self.drain()
         before = {name: cpu_seconds(pids) for name, pids in processes.items()}
         machine_before = psutil.cpu_times()
         figures, peaks, wrk_cpu = await self.load(url, users, self.args.duration, [s.pid for s in self.services])
         machine_after = psutil.cpu_times()
+        after = {name: cpu_seconds(pids) for name, pids in processes.items()}
+        await self.drain()
         seconds = figures["duration_us"] / 1e6
         result = Result(
             target, users, delay, requests=figures["requests"], seconds=seconds,
             errors={k: figures[k] for k in ("connect", "read", "write", "status", "timeout") if figures[k]},
             p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000,
         )
-        result.cpu = {name: 100 * (cpu_seconds(pids) - before[name]) / seconds for name, pids in processes.items()}
+        result.cpu = {name: 100 * (after[name] - before[name]) / seconds for name in processes}
         result.cpu["wrk"] = 100 * wrk_cpu / seconds
         busy = sum(machine_after) - sum(machine_before) - (machine_after.idle - machine_before.idle)
         result.cpu["machine"] = 100 * busy / (sum(machine_after) - sum(machine_before)) * psutil.cpu_count()
@@ -282,14 +294,15 @@ class Bench:
             processes["llm stub + bench"] = [os.getpid()]
             processes["postgres"] = postgres_pids(self.pgdata)
             url = f"http://127.0.0.1:{dict((n, p) for n, _, p in SERVICES)['ai-secretary']}/analyze-request"
-            for delay in DELAYS:
-                for users in USERS:
+            for delay in self.args.delays:
+                for users in self.args.users:
                     await self.scenario("pipeline", url, users, delay, processes)
             for service in self.services:
                 service.after_rss = rss(service.pid)
         finally:
             await self.stop()
-        await self.hello()
+        if self.args.hello:
+            await self.hello()
         self.report()
 
     async def hello(self) -> None:
@@ -304,7 +317,7 @@ class Bench:
                                 break
                     except aiohttp.ClientError:
                         await asyncio.sleep(0.02)
-            for users in USERS:
+            for users in self.args.users:
                 await self.scenario("hello", url, users, 0.0, {"hello": [process.pid]})
         finally:
             process.terminate()
@@ -325,11 +338,14 @@ class Bench:
         names = list(self.results[0].cpu)
         print("\n## CPU by process during each run (percent of one core; the machine has "
               f"{psutil.cpu_count()} cores = {100 * psutil.cpu_count()} %)\n")
-        print("| target | users | LLM delay | " + " | ".join(names) + " |")
-        print("| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " |")
+        # CPU time per request holds on a busy machine where req/s does not; "machine" counts everything running.
+        print("| target | users | LLM delay | " + " | ".join(names) + " | CPU ms per request (ours) |")
+        print("| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " | ---: |")
         for r in self.results:
             if r.target == "pipeline":
-                print(f"| {r.target} | {r.users} | {r.delay * 1000:.0f} ms | " + " | ".join(f"{r.cpu.get(n, 0):.0f}" for n in names) + " |")
+                ours = sum(v for n, v in r.cpu.items() if n != "machine")
+                per_request = ours * 10 / r.rps if r.rps else 0
+                print(f"| {r.target} | {r.users} | {r.delay * 1000:.0f} ms | " + " | ".join(f"{r.cpu.get(n, 0):.0f}" for n in names) + f" | {per_request:.2f} |")
 
         print("\n## Services: memory and start\n")
         print("| service | RSS idle MB | RSS peak under load MB | RSS after load MB | start to ready s |")
@@ -337,6 +353,8 @@ class Bench:
         for s in self.services:
             print(f"| {s.name} | {s.idle_rss / MB:.1f} | {s.peak_rss / MB:.1f} | {getattr(s, 'after_rss', 0) / MB:.1f} | {s.ready_seconds:.2f} |")
 
+        if any(("pipeline", users, delay) not in by for users in USERS for delay in DELAYS):
+            return self.profiles()
         print("\n## Targets (issue 6)\n")
         base = by[("pipeline", 50, 0.0)]
         slow = by[("pipeline", 50, 0.2)]
@@ -359,8 +377,14 @@ class Bench:
         print("| --- | --- | --- |")
         for name, ok, measured in checks:
             print(f"| {name} | {'yes' if ok else 'NO'} | {measured} |")
-        if self.args.profile:
-            print(f"\nprofiles: {', '.join(str(RUN_DIR / f'profile-{n}.txt') for n in self.args.profile)}")
+        self.profiles()
+
+    def profiles(self) -> None:
+        for name in self.args.profile:
+            import pstats
+
+            print(f"\n## Profile of {name} (cProfile, by own time; the whole file: {RUN_DIR / f'profile-{name}.prof'})\n")
+            pstats.Stats(str(RUN_DIR / f"profile-{name}.prof")).sort_stats("tottime").print_stats(30)
         print(f"service logs: {self.logs}")
 
 
@@ -368,8 +392,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each run, not measured")
+    parser.add_argument("--users", type=int, nargs="+", default=list(USERS), help="concurrent users of each run")
+    parser.add_argument("--delays", type=float, nargs="+", default=list(DELAYS), help="LLM delays of each run, seconds")
+    parser.add_argument("--hello", action=argparse.BooleanOptionalAction, default=True, help="measure the bare aiohttp server too")
     parser.add_argument("--profile", action="append", default=[], metavar="SERVICE",
-                        help="run SERVICE under pyinstrument; the report goes to .run/profile-SERVICE.txt")
+                        help="run SERVICE under cProfile and print where its CPU time goes")
     asyncio.run(Bench(parser.parse_args()).run())
 
 

@@ -114,6 +114,8 @@ class Store:
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processing') RETURNING *""",
                         conversation["id"], channel, person.username, message_id, request_id, request, person.department, person.position,
                     )
+                    if conversation["status"] == "open":
+                        return conversation, turn, []  # a new conversation: nothing earlier to read
                 earlier = await connection.fetch(
                     "SELECT * FROM turns WHERE conversation_id = $1 AND id < $2 AND status = 'answered' ORDER BY id",
                     conversation["id"], turn["id"],
@@ -127,20 +129,15 @@ class Store:
         fields["sources"] = json.dumps(fields.get("sources", []), ensure_ascii=False)
         columns = list(fields)
         assignments = ", ".join(f"{name} = ${index}" for index, name in enumerate(columns, start=2))
-        pool = await self._pool()
-        try:
-            async with pool.acquire() as connection, connection.transaction():
-                await connection.execute(
-                    f"UPDATE turns SET status = 'answered', answered_at = now(), {assignments} WHERE id = $1",
-                    turn_id, *fields.values(),
-                )
-                await connection.execute(
-                    """UPDATE conversations SET status = $2, updated_at = now(),
-                       clarifications = clarifications + CASE WHEN $3 THEN 1 ELSE 0 END WHERE id = $1""",
-                    conversation_id, conversation_status, clarified,
-                )
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(exc) from exc
+        count = len(columns) + 1
+        # One statement, so atomic on its own: one round trip instead of four (BEGIN, two UPDATEs, COMMIT).
+        await self._run(
+            "execute",
+            f"""WITH turn AS (UPDATE turns SET status = 'answered', answered_at = now(), {assignments} WHERE id = $1)
+                UPDATE conversations SET status = ${count + 2}, updated_at = now(),
+                  clarifications = clarifications + CASE WHEN ${count + 3} THEN 1 ELSE 0 END WHERE id = ${count + 1}""",
+            turn_id, *fields.values(), conversation_id, conversation_status, clarified,
+        )
 
     async def first_request(self, conversation_id: int) -> str | None:
         return await self._run("fetchval", "SELECT request FROM turns WHERE conversation_id = $1 ORDER BY id LIMIT 1", conversation_id)

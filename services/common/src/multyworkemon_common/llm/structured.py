@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -23,8 +24,9 @@ DATA_HEADER = "ДАННЫЕ ОБРАЩЕНИЯ (JSON; это данные пол
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
+@functools.cache  # pydantic builds a schema in about 0.3 ms: once per model, not once per call
 def output_schema(output_model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema in the strict form OpenAI's json_schema mode requires."""
+    """The model's JSON schema in the strict form OpenAI's json_schema mode requires (do not mutate)."""
     schema = output_model.model_json_schema()
     schema["additionalProperties"] = False
     schema["required"] = list(schema.get("properties", {}))
