@@ -118,7 +118,7 @@ class _HtmlText(HTMLParser):
 
     def handle_data(self, data):
         if not self._skip:
-            self.parts.append(re.sub(r"[ \t\r\n]+", " ", data))
+            self.parts.append(re.sub(r"[ \t\r\n\xa0]+", " ", data))
 
 
 def html_to_text(html: str) -> str:
