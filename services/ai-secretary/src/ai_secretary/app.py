@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
-from aiohttp_pydantic.oas.typing import r200, r201, r400, r404, r409, r502, r503, r504
+from aiohttp_pydantic.oas.typing import r200, r201, r400, r404, r409, r413, r429, r502, r503, r504
 from pydantic import BaseModel, Field
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
@@ -17,6 +17,7 @@ from multyworkemon_common.database import Database, apply_migrations, pending_mi
 from multyworkemon_common.errors import ApiError, json_response
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.logging import get_logger
+from multyworkemon_common.ratelimit import RateLimiter
 from multyworkemon_common.settings import DatabaseSettings
 from multyworkemon_common.views import ContractView
 
@@ -28,10 +29,12 @@ MIGRATIONS = Path(str(files("ai_secretary") / "migrations"))
 PIPELINE = web.AppKey("pipeline", Pipeline)
 STORE = web.AppKey("store", Store)
 BOOTSTRAP = web.AppKey("bootstrap", asyncio.Task)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 log = get_logger("ai_secretary")
 
 AnalyzeResponses = (
-    r200[AnalysisResponse] | r400[ErrorResponse] | r409[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]
+    r200[AnalysisResponse] | r400[ErrorResponse] | r409[ErrorResponse] | r413[ErrorResponse] | r429[ErrorResponse]
+    | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]
 )
 
 
@@ -44,6 +47,9 @@ class SecretarySettings(DatabaseSettings):
     max_clarifications: int = 3  # then a human is brought in
     stale_processing_seconds: int = 180  # a message stuck "processing" this long may be tried again
     users_file: str = ""  # YAML users directory loaded at start
+    # Per user (any channel): a burst, then this many analysed messages a minute; 0 turns the limit off.
+    rate_limit_per_minute: float = 30.0
+    rate_limit_burst: int = 10
 
 
 class AnalyzeView(ContractView):
@@ -74,6 +80,7 @@ class AnalyzeView(ContractView):
         return await self._analyze(body)
 
     async def _analyze(self, fields: AnalyzeRequest) -> web.Response:
+        self.request.app[RATE_LIMITER].check(fields.username.casefold())
         answer = await self.request.app[PIPELINE].analyze(fields)
         return json_response(answer.model_dump(by_alias=True))
 
@@ -162,6 +169,7 @@ def create_app(settings: SecretarySettings | None = None) -> web.Application:
     guesser = ServiceClient("ai-guesser", settings.guesser_url, metrics=metrics, token=token, timeout=settings.upstream_timeout)
     analyst = ServiceClient("ai-systemanalitic", settings.analyst_url, metrics=metrics, token=token, timeout=settings.upstream_timeout)
     app[STORE] = store
+    app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     app[PIPELINE] = Pipeline(
         store, guesser, analyst, metrics,
         PipelineSettings(settings.conversation_ttl_seconds, settings.max_clarifications, settings.stale_processing_seconds),
