@@ -105,22 +105,25 @@ class AlertRule:
 
 
 def alert_rules() -> list[AlertRule]:
-    """The alerts of the rule file, read without a YAML library: `- alert:` then `expr:` (inline or `|` block)."""
+    """The alerts of the rule file, read without a YAML library: `- alert:`, comments, then `expr:` (inline or `|` block)."""
     rules = []
     lines = RULES.read_text(encoding="utf-8").splitlines()
     for index, line in enumerate(lines):
         match = re.match(r"^(\s*)- alert: (\w+)$", line)
         if not match:
             continue
-        expr_line = lines[index + 1].strip()
+        at = index + 1
+        while lines[at].strip().startswith("#"):
+            at += 1
+        expr_line = lines[at].strip()
         assert expr_line.startswith("expr:"), f"{match.group(2)}: expr must follow alert"
         inline = expr_line[len("expr:"):].strip()
         if inline != "|":
             rules.append(AlertRule(match.group(2), inline))
             continue
-        indent = len(lines[index + 1]) - len(lines[index + 1].lstrip())
+        indent = len(lines[at]) - len(lines[at].lstrip())
         body = []
-        for follower in lines[index + 2:]:
+        for follower in lines[at + 1:]:
             if follower.strip() and len(follower) - len(follower.lstrip()) <= indent:
                 break
             body.append(follower.strip())
