@@ -101,3 +101,19 @@ async def test_clarification_round_trip_by_mail(core, mail):
         assert thread["turns"][1]["request"] == "Меня интересуют операции авторизации за последний месяц\n\nСпасибо!"
     finally:
         await communicator.stop()
+
+
+async def test_a_server_without_idle_is_polled(core):
+    from support.mail import MailPeers
+
+    peers = MailPeers(capability="IMAP4rev1 LITERAL+ UIDPLUS MOVE")  # announces no IDLE
+    communicator = await start_communicator(core.secretary, **peers.settings(), imap_poll_seconds=0.5)
+    try:
+        original = letter("Нужна выгрузка платежей за октябрь по дням", subject="Выгрузка")
+        await peers.dovecot.deliver(peers.SERVICE, original)
+        [reply] = await peers.smtp.wait_for(SENDER)
+        assert reply["In-Reply-To"] == original["Message-ID"]
+        assert "\\Seen" in await wait_flag(peers, original["Message-ID"], "\\Seen")
+    finally:
+        await communicator.stop()
+        peers.stop()

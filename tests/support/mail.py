@@ -69,10 +69,11 @@ class TestCA:
 class Dovecot:
     """Dovecot serving IMAPS for `users` ({name: password}) from a temporary folder."""
 
-    def __init__(self, folder: Path, ca: TestCA, users: dict[str, str]):
+    def __init__(self, folder: Path, ca: TestCA, users: dict[str, str], capability: str = ""):
         self.folder = folder
         self.ca = ca
         self.users = users
+        self.capability = capability  # replaces what the server announces (e.g. a server without IDLE)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -109,6 +110,7 @@ mail_location = maildir:{root}/mail/%u
 mail_uid = {mail_user.pw_uid}
 mail_gid = {mail_user.pw_gid}
 first_valid_uid = 0
+{f"imap_capability = {self.capability}" if self.capability else ""}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {root}/passwd
@@ -287,11 +289,11 @@ class MailPeers:
     SERVICE = "helpdesk@mw.test"
     PASSWORD = "app-password-for-tests"
 
-    def __init__(self) -> None:
+    def __init__(self, capability: str = "") -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="mw-mail-"))
         os.chmod(self.folder, 0o755)  # Dovecot's own users must reach its files
         self.ca = TestCA(self.folder)
-        self.dovecot = Dovecot(self.folder / "dovecot", self.ca, {self.SERVICE: self.PASSWORD}).start()
+        self.dovecot = Dovecot(self.folder / "dovecot", self.ca, {self.SERVICE: self.PASSWORD}, capability).start()
         self.smtp = SmtpServer(self.ca, self.SERVICE, self.PASSWORD).start()
 
     def settings(self) -> dict:

@@ -13,10 +13,12 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from multyworkemon_common.contract import ErrorResponse, Source
 from multyworkemon_common.errors import ApiError, json_response
+from multyworkemon_common.logging import get_logger
 from multyworkemon_common.views import ContractView
 
 from ..handling import ChannelMetrics, Failure, Inbound, MessageHandler
 
+log = get_logger("ai_communicator.web")
 CHANNEL = "direct"
 STATIC = Path(str(files("ai_communicator") / "static"))
 HANDLER = web.AppKey("handler", MessageHandler)
@@ -84,7 +86,10 @@ class ChatView(ContractView):
             handled = await self.request.app[HANDLER].handle(message)
         except Failure as failure:
             metrics.failed.inc({"channel": CHANNEL})
-            raise ApiError(503 if failure.outage else 502, f"Сообщение не обработано ({failure}); отправьте его ещё раз") from None
+            log.warning("web chat message not handled", error=str(failure), labels={"outage": str(failure.outage)})
+            if failure.outage:
+                raise ApiError(503, "Сервис сейчас недоступен, сообщение не обработано; отправьте его ещё раз чуть позже") from None
+            raise ApiError(502, "Сообщение не удалось обработать; отправьте его ещё раз или напишите иначе") from None
         metrics.answered(CHANNEL, message.arrived)
         outcome = handled.outcome
         return json_response({
