@@ -108,7 +108,7 @@ class Pipeline:
             person.username, fields.department or person.department, fields.position or person.position, person.known
         )
         conversation, turn, earlier = await self.store.open_turn(
-            channel=fields.channel, person=person, message_id=fields.message_id, request_id=request_id_var.get(),
+            channel=fields.channel, person=person, message_id=fields.message_id or None, request_id=request_id_var.get(),
             request=fields.request, ttl_seconds=self.settings.conversation_ttl_seconds, reuse_turn_id=reuse_turn_id,
         )
         timings: dict[str, float] = {}

@@ -11,6 +11,7 @@ import asyncpg
 import yaml
 
 from multyworkemon_common.database import CONNECTION_ERRORS, Database, DatabaseUnavailable
+from multyworkemon_common.errors import ApiError
 
 UNKNOWN_DEPARTMENT = "не указано"
 UNKNOWN_POSITION = "не указана"
@@ -121,6 +122,9 @@ class Store:
                     conversation["id"], turn["id"],
                 )
                 return conversation, turn, earlier
+        except asyncpg.UniqueViolationError:
+            # The same message arrived twice at once: the other copy is being processed.
+            raise ApiError(409, "This message is already being processed; ask again shortly for its answer") from None
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(exc) from exc
 

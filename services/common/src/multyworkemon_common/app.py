@@ -10,10 +10,12 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 
 import aiohttp_pydantic.oas
 import structlog
+from aiohttp_pydantic.oas.view import generate_oas
 from aiohttp import web
 
 from pydantic import ValidationError
 
+from .contract import ErrorResponse
 from .context import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, accept_request_id, request_id_var
 from .errors import ApiError, error_response
 from .llm import LLMError
@@ -75,8 +77,33 @@ def create_service_app(
 
 def finish_app(app: web.Application, title: str) -> web.Application:
     """Serve the OpenAPI document once every route is added (call last)."""
-    aiohttp_pydantic.oas.setup(app, url_prefix="/oas", title_spec=title, version_spec=app[STATE]["version"])
+    version = app[STATE]["version"]
+
+    async def openapi_document(_request: web.Request) -> web.Response:
+        return web.json_response(_with_shared_errors(generate_oas([app], version, title)))
+
+    # Registered before the OpenAPI sub-app, whose own /spec it replaces.
+    app.router.add_get("/oas/spec", openapi_document)
+    aiohttp_pydantic.oas.setup(app, url_prefix="/oas", title_spec=title, version_spec=version)
     return app
+
+
+def _with_shared_errors(spec: dict) -> dict:
+    """Document the answers the shared middleware gives on any operation: 400 for parameters or a body
+    that do not parse, 413 for a body or query string over the limit."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if operation.get("parameters") or "requestBody" in operation:
+                responses.setdefault("400", {**error, "description": "Bad parameters or body"})
+            if "requestBody" in operation or any(p.get("in") == "query" for p in operation.get("parameters", [])):
+                responses.setdefault("413", {**error, "description": "Body or query string too large"})
+    return spec
 
 
 def run_service(app: web.Application) -> None:
@@ -187,6 +214,8 @@ async def _guarded(request, handler, settings, token: bytes, public: tuple[str, 
         return error_response(exc.status, exc.message, exc.headers)
     except LLMError as exc:
         return error_response(exc.status, str(exc))
+    except UnicodeDecodeError:
+        return error_response(400, "Request body must be UTF-8 text")
     except ValidationError as exc:
         # Checks a handler makes beyond its signature (lengths, either-or fields).
         return error_response(400, describe_validation_error(exc, "query" if request.method == "GET" else "body"))
