@@ -232,6 +232,18 @@ def _finite(result: list[dict]) -> bool:
     return any(math.isfinite(float(sample["value"][1])) for sample in result)
 
 
+async def test_no_series_carries_what_users_sent(live):
+    """Label values stay a bounded set: no user names, message text, message or request ids."""
+    series = await live.prometheus.api("series", **{"match[]": '{__name__=~"mw_.+"}'})
+    assert len(series) > 100
+    private = ["smirnov", "petrova", "ivanov", "newcomer", "example.com", SPECIFIC, VAGUE, "obs-", str(TG_CHAT), str(TG_BLOCKED_CHAT)]
+    leaks = [s for s in series for value in s.values() for word in private if word in value]
+    assert not leaks, leaks[:5]
+    routes = {s["route"] for s in series if "route" in s}
+    assert all(route == "unmatched" or route.startswith("/") for route in routes)
+    assert not any("smirnovanton" in route or route.rstrip("/").split("/")[-1].isdigit() for route in routes), routes
+
+
 async def test_template_variables_offer_the_running_services(live):
     values = await _grafana_values(live.prometheus)
     assert values["service"] == sorted(live.services)
