@@ -9,7 +9,7 @@ import pytest
 from support.jira_api import JiraAPI
 from support.communicator import DEPARTMENTS
 from support.mail import MailPeers
-from support.stack import start_stack
+from support.stack import start_stack, wait_ready
 from support.telegram_api import TelegramAPI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +20,8 @@ USERS = ROOT / "services/ai-secretary/users.example.yaml"
 async def core(database_url):
     """Guesser, analyst and secretary (offline model) with the example users directory."""
     running = await start_stack(database_url, secretary={"users_file": str(USERS)})
+    for name in ("guesser", "analyst"):
+        await wait_ready(running.url(name))  # the counted-failure tests must not see a start-up hiccup
     yield running
     await running.stop()
 

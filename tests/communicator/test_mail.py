@@ -117,3 +117,26 @@ async def test_a_server_without_idle_is_polled(core):
     finally:
         await communicator.stop()
         peers.stop()
+
+
+async def test_mail_server_restart_is_survived(core, mail):
+    communicator = await start_communicator(core.secretary, **mail.settings())
+    try:
+        mail.dovecot.stop()
+        for _ in range(100):
+            status, ready, _ = await get(f"{communicator.url}/health/ready")
+            if status == 503:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 503 and ready["checks"]["email"]["ok"] is False, "not ready while the mailbox is away"
+        assert await metric(communicator.url, "mw_channel_connected", channel="email") == 0
+
+        mail.dovecot.start()  # same port, same mail folders
+        original = letter("Нужна выгрузка платежей за октябрь по дням", subject="После перезапуска")
+        await mail.dovecot.deliver(mail.SERVICE, original)
+        [reply] = await mail.smtp.wait_for(SENDER, timeout=30)
+        assert reply["In-Reply-To"] == original["Message-ID"]
+        status, _, _ = await get(f"{communicator.url}/health/ready")
+        assert status == 200
+    finally:
+        await communicator.stop()

@@ -15,6 +15,7 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -140,7 +141,8 @@ service stats {{
 """
         (root / "dovecot.conf").write_text(config)
         self.process = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [DOVECOT, "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() ends the children too
         )
         deadline = time.monotonic() + 15
         import socket
@@ -160,13 +162,20 @@ service stats {{
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """Stop the server and every session it serves (as a crash or a restart would)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # sessions the master left behind
+        except ProcessLookupError:
+            pass
 
     # The test's own IMAP client: deliver mail and look at flags.
     async def client(self, user: str) -> aioimaplib.IMAP4:

@@ -88,7 +88,11 @@ class MailChannel:
 
     async def _session(self) -> None:
         s = self.settings
-        client = aioimaplib.IMAP4(host=s.imap_host, port=s.imap_port, timeout=s.mail_timeout, ssl_context=s.mail_tls_context())
+        lost = asyncio.Event()  # set by aioimaplib when the server closes the connection
+        client = aioimaplib.IMAP4(
+            host=s.imap_host, port=s.imap_port, timeout=s.mail_timeout, ssl_context=s.mail_tls_context(),
+            conn_lost_cb=lambda _exc: lost.set(),
+        )
         try:
             await client.wait_hello_from_server()
             response = await client.login(s.imap_user, s.imap_password.get_secret_value())
@@ -98,13 +102,14 @@ class MailChannel:
             self._uidvalidity = _uidvalidity(response.lines)
             self._set_connected(True)
             log.info("mailbox connected", labels={"host": s.imap_host, "folder": s.imap_folder, "idle": str(client.has_capability("IDLE"))})
-            while True:
+            while not lost.is_set():
                 await self._process_unseen(client)
                 wait = self.retries.seconds_to_next()
                 if client.has_capability("IDLE"):
-                    await _idle(client, min(s.imap_idle_seconds, wait if wait is not None else s.imap_idle_seconds))
+                    await _idle(client, min(s.imap_idle_seconds, wait if wait is not None else s.imap_idle_seconds), lost)
                 else:
-                    await asyncio.sleep(min(s.imap_poll_seconds, wait if wait is not None else s.imap_poll_seconds))
+                    await _until(lost, min(s.imap_poll_seconds, wait if wait is not None else s.imap_poll_seconds))
+            raise ConnectionResetError("the IMAP server closed the connection")
         finally:
             try:
                 await asyncio.wait_for(client.logout(), 2)
@@ -171,18 +176,31 @@ class MailChannel:
                 log.warning("could not move the mail aside", labels={"uid": uid, "folder": folder})
 
 
-async def _idle(client: aioimaplib.IMAP4, seconds: float) -> None:
-    """Wait for the server to announce a change, at most `seconds`."""
-    seconds = max(seconds, 0.05)
-    idle = await client.idle_start(timeout=seconds)
+async def _until(event: asyncio.Event, seconds: float) -> None:
     try:
-        await client.wait_server_push(timeout=seconds + 5)
+        await asyncio.wait_for(event.wait(), timeout=seconds)
     except asyncio.TimeoutError:
         pass
+
+
+async def _idle(client: aioimaplib.IMAP4, seconds: float, lost: asyncio.Event) -> None:
+    """Wait for the server to announce a change (or to go away), at most `seconds`."""
+    seconds = max(seconds, 0.05)
+    idle = await client.idle_start(timeout=seconds)
+    push = asyncio.ensure_future(client.wait_server_push(timeout=seconds + 5))
+    gone = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({push, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if client.has_pending_idle():
-            client.idle_done()
-        await asyncio.wait_for(idle, 10)
+        push.cancel()
+        gone.cancel()
+        await asyncio.gather(push, gone, return_exceptions=True)
+    if lost.is_set():
+        idle.cancel()
+        raise ConnectionResetError("the IMAP server closed the connection")
+    if client.has_pending_idle():
+        client.idle_done()
+    await asyncio.wait_for(idle, 10)
 
 
 async def _fetch(client: aioimaplib.IMAP4, uid: str) -> tuple[bytes | None, float]:
