@@ -11,7 +11,7 @@ import yaml
 from multyworkemon_common.contract import ACTION_DEPARTMENT_MAILING, ACTION_JIRA, ACTION_TELEGRAM_EMPLOYEE, AnalysisResponse
 from multyworkemon_common.errors import UpstreamError
 
-from .handling import ActionOutcome, Failure, Inbound, upstream_failure
+from .handling import ActionOutcome, Inbound, upstream_failure
 from .jira import Jira
 from .mailtext import build_note
 from .secretary import Secretary

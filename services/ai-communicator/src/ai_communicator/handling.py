@@ -172,6 +172,17 @@ class MessageHandler:
         self.actions = actions
         self.metrics = metrics
 
+    async def attempt(self, message: Inbound) -> Handled:
+        """handle() for the pollers: a bug is a counted failure too, so its message ends up set
+        aside instead of crashing the poller over and over."""
+        try:
+            return await self.handle(message)
+        except Failure:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.exception("unexpected error while handling a message", labels={"channel": message.channel})
+            raise Failure(f"unexpected {type(exc).__name__}", outage=False) from exc
+
     async def handle(self, message: Inbound) -> Handled:
         """Raises Failure when the message must be tried again."""
         try:

@@ -51,10 +51,9 @@ def parse_mail(raw: bytes) -> IncomingMail:
 
 def _header(message: EmailMessage, name: str) -> str:
     try:
-        value = message.get(name)
-    except (ValueError, IndexError):  # a malformed header the parser cannot even represent
-        value = message.get_all(name, [""])[0] if hasattr(message, "get_all") else ""
-    return str(value or "")
+        return str(message.get(name) or "")
+    except (ValueError, IndexError, TypeError):  # a header too malformed to parse: as if absent
+        return ""
 
 
 def _is_automatic(message: EmailMessage, sender: str) -> bool:

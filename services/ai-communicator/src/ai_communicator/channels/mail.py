@@ -11,6 +11,7 @@ import asyncio
 import re
 import ssl
 import time
+from datetime import datetime
 from email.message import EmailMessage
 
 import aioimaplib
@@ -130,7 +131,13 @@ class MailChannel:
         raw, arrived = await _fetch(client, uid)
         if raw is None:
             return  # gone meanwhile (another client deleted it)
-        mail = parse_mail(raw)
+        try:
+            mail = parse_mail(raw)
+        except Exception:  # noqa: BLE001 - a letter the parser chokes on must not stop the mailbox
+            log.exception("unreadable mail; flagged", labels={"uid": uid})
+            self.metrics.poison.inc({"channel": CHANNEL})
+            await _add_flags(client, uid, "\\Flagged")
+            return
         if mail.automatic or mail.sender == self._own_address:
             log.info("automatic mail or our own; marked seen, not answered", labels={"uid": uid})
             await _add_flags(client, uid, "\\Seen")
@@ -142,7 +149,7 @@ class MailChannel:
             arrived=arrived, reply=lambda text: self._reply(mail, text), sender_label=f"{mail.sender_name} <{mail.sender}>".strip(),
         )
         try:
-            handled = await self.handler.handle(inbound)
+            handled = await self.handler.attempt(inbound)
         except Failure as failure:
             self.metrics.failed.inc({"channel": CHANNEL})
             if self.retries.failed(key, failure):
@@ -217,8 +224,6 @@ async def _fetch(client: aioimaplib.IMAP4, uid: str) -> tuple[bytes | None, floa
 
 
 def _internaldate(value: str) -> float:
-    from datetime import datetime
-
     try:
         return datetime.strptime(value, "%d-%b-%Y %H:%M:%S %z").timestamp()
     except ValueError:

@@ -179,7 +179,7 @@ class TelegramChannel:
             counter.inc({"channel": CHANNEL})
             try:
                 async with ChatActionSender.typing(bot=self.bot, chat_id=chat_id, interval=4.0):
-                    handled = await self.handler.handle(inbound)
+                    handled = await self.handler.attempt(inbound)
             except Failure as failure:
                 self.metrics.failed.inc({"channel": CHANNEL})
                 if retries.failed(key, failure):
