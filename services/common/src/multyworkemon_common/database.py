@@ -78,6 +78,8 @@ CONNECTION_ERRORS = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    # A connection cut in the middle of a query leaves its protocol in a state asyncpg reports so.
+    asyncpg.InternalClientError,
 )
 
 
