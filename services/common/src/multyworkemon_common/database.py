@@ -84,8 +84,12 @@ CONNECTION_ERRORS = (
 
 
 async def apply_migrations(dsn: str, service: str, folder: Path) -> list[str]:
-    """Apply `folder/*.sql` in name order, each once, under an advisory lock (replicas may race)."""
-    lock_key = int.from_bytes(hashlib.sha256(f"migrations:{service}".encode()).digest()[:8], "big", signed=True)
+    """Apply `folder/*.sql` in name order, each once, under an advisory lock (replicas may race).
+
+    One lock for every service: they share `schema_migrations`, and two services creating it at
+    once (a shared database) would otherwise collide in PostgreSQL's catalog.
+    """
+    lock_key = int.from_bytes(hashlib.sha256(b"multyworkemon:migrations").digest()[:8], "big", signed=True)
     connection = await asyncpg.connect(dsn)
     applied: list[str] = []
     try:
