@@ -1,0 +1,74 @@
+"""SIGTERM on a real service process with requests in flight: drain, refuse new work, exit in time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from resilience.processes import start_service
+
+FIELDS = {"username": "u", "department": "d", "position": "p", "request": "Срез авторизаций кошельков за март"}
+
+
+def llm_env(openai_server, **extra: str) -> dict[str, str]:
+    return {"LLM_PROVIDER": "openai", "LLM_BASE_URL": openai_server.base_url, "LLM_API_KEY": "sk-placeholder", **extra}
+
+
+async def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(openai_server, tmp_path):
+    openai_server.delay = 1.5  # every request is still waiting for the LLM when the signal comes
+    service = await start_service("ai_guesser", llm_env(openai_server, SHUTDOWN_TIMEOUT="10"), tmp_path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def ask() -> int:
+                async with session.post(f"{service.url}/get-context", json=FIELDS) as response:
+                    await response.read()
+                    return response.status
+
+            in_flight = [asyncio.create_task(ask()) for _ in range(8)]
+            while len(openai_server.requests) < 8:  # all of them reached the LLM
+                await asyncio.sleep(0.02)
+            signalled = time.monotonic()
+            service.terminate()
+            await asyncio.sleep(0.3)
+
+            # Nothing new is accepted: the listener is closed, so a probe or a new caller is refused.
+            async with aiohttp.ClientSession() as fresh:
+                with pytest.raises(aiohttp.ClientConnectorError):
+                    async with fresh.get(f"{service.url}/health/ready"):
+                        pass
+                with pytest.raises(aiohttp.ClientConnectorError):
+                    async with fresh.post(f"{service.url}/get-context", json=FIELDS):
+                        pass
+
+            statuses = await asyncio.gather(*in_flight)
+        assert statuses == [200] * 8, "the requests in flight finish with their answers"
+        assert await service.wait(timeout=10) == 0
+        assert time.monotonic() - signalled < 5, "exits as soon as the in-flight requests are done"
+        log = service.log()
+        assert "shutting down: draining in-flight requests" in log, "readiness turned false (on_shutdown ran)"
+        assert log.count('"request served"') >= 8
+    finally:
+        service.terminate()
+        await service.wait(timeout=15)
+
+
+async def test_a_request_longer_than_the_grace_period_does_not_hold_the_exit(openai_server, tmp_path):
+    openai_server.delay = 30  # a hung LLM
+    service = await start_service("ai_guesser", llm_env(openai_server, SHUTDOWN_TIMEOUT="1", LLM_TIMEOUT="60"), tmp_path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            stuck = asyncio.create_task(session.post(f"{service.url}/get-context", json=FIELDS))
+            while not openai_server.requests:
+                await asyncio.sleep(0.02)
+            signalled = time.monotonic()
+            service.terminate()
+            assert await service.wait(timeout=10) == 0
+            assert time.monotonic() - signalled < 4, "the grace period (1 s) bounds the exit"
+            with pytest.raises(aiohttp.ClientError):
+                await stuck  # the connection is closed; the caller (the secretary) retries or reports 503
+    finally:
+        service.terminate()
+        await service.wait(timeout=15)
