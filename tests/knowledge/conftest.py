@@ -40,14 +40,14 @@ async def samples(knowledge) -> KnowledgeBase:
 
 @pytest.fixture
 async def start_analyst() -> AsyncIterator[Callable]:
-    """Start analysts with given settings on real ports (ready before they are handed over)."""
+    """Start analysts with given settings on real ports (ready before they are handed over, unless ready=False)."""
     started: list[Service] = []
 
-    async def start(**settings) -> Service:
+    async def start(ready: bool = True, **settings) -> Service:
         service = Service("analyst", lambda: create_app(AnalystSettings(**settings)), port=free_port())
         await service.start()
         started.append(service)
-        if settings.get("database_url"):
+        if ready:
             await wait_ready(service.url)
         return service
 

@@ -65,9 +65,10 @@ TABLE = [
     ("цифры в отчёте не сходятся с бухгалтерией", RECONCILIATION),
     ("погода в Москве завтра", None),
     ("рецепт борща", None),
-    ("Хочу данные", None),  # too vague: only words every document has
-    # Written after the ranking was tuned on the rows above, as a check on it: 16/20 before the
-    # coordination factor (knowledge.py), 18/20 after; the two misses stay as found.
+    ("Хочу данные", None),  # too vague: only words most documents have
+    # Written after the ranking was tuned on the rows above, as a check on it. Two changes came
+    # of them: the coordination factor (16/20 of the positive rows before, 18/20 after) and the
+    # filler words вопрос/работа/помощь; the misses stay as found.
     ("какая доля отказов в авторизациях по эквайерам за квартал", WALLET_AUTH),
     ("сколько активных кошельков было в марте", WALLET_OPS),
     ("выписка по кошельку клиента за полгода", BALANCES),  # misses: the client mart's title says "клиент"
@@ -88,6 +89,10 @@ TABLE = [
     ("how to request access to the payments data mart", ACCESS),
     ("card clearing file", CARDS),
     ("куб авторизацый кошелков", WALLET_AUTH),  # two typos
+    ("Привет, нужна помощь", None),
+    ("у меня не работает принтер", None),
+    ("когда зарплата", None),
+    ("закажите пиццу в офис", None),  # misses: "офис" is in "бэк-офис" of the payment gateway's page
 ]
 THRESHOLD = 0.9
 
@@ -116,7 +121,7 @@ async def test_search_quality_on_the_sample_set(samples, capsys):
     assert figure >= THRESHOLD
 
 
-@pytest.mark.parametrize("request_text", ["погода в Москве завтра", "Хочу данные", "!!!", "12"])
+@pytest.mark.parametrize("request_text", ["погода в Москве завтра", "Хочу данные", "!!!", "12", ""])
 async def test_nothing_relevant_finds_nothing(samples, request_text):
     assert await samples.search(request_text) == []
 

@@ -43,9 +43,10 @@ class AnalystSettings(DatabaseSettings, LLMSettings):
     # (added, changed and removed files are applied); empty: the base keeps what it has.
     knowledge_dir: str = ""
     knowledge_max_sources: int = Field(4, ge=1, le=20)  # documents given to the model per request
-    # A document is a source when it scores at least this, and at least this share of the best one.
-    knowledge_min_score: float = Field(0.3, ge=0)
+    # A document is a source when it scores at least this share of the best one, and at least
+    # min_score (off by default: scores grow with the base's size; GET /knowledge/search shows them).
     knowledge_relative_score: float = Field(0.3, ge=0, le=1)
+    knowledge_min_score: float = Field(0.0, ge=0)
 
 
 class AnalyticsRequest(BaseModel):

@@ -5,7 +5,9 @@ text-search configuration (Russian and English stemmers); each stem also stands 
 stems that look like it by trigrams (typos, word forms the stemmer keeps apart). A document
 scores, for every word of the request, the best of: likeness of the stem x its rarity in the
 base (BM25's idf) x `ts_rank` of the stem in the document, where a title weighs most, tags
-next and the text least. Documents below `min_score`, or far below the best one, are left out.
+next and the text least; the sum shrinks with the share of the request's words the document
+lacks. A document is relevant only if it shares a word with the request that at most half the
+documents have; documents below `min_score`, or far below the best one, are left out.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ _FIELD_WEIGHTS = "ARRAY[0.25, 0.4, 0.5, 1.0]::real[]"
 # already drops prepositions, pronouns and the like).
 FILLER_WORDS = (
     "почему зачем нужно нужен нужна нужны надо хочу хотел хотела хотим подскажите пожалуйста прошу "
-    "спасибо привет здравствуйте добрый коллеги помогите можно please help need want could would hello thanks"
+    "спасибо привет здравствуйте добрый коллеги помогите помощь можно вопрос работа работает "
+    "please help need want could would hello thanks question"
 )
 # A stem this long or longer also matches stems at least this alike (кошелек/кошельк: 0.45).
 FUZZY_MIN_LENGTH = 4
@@ -57,23 +60,26 @@ variants AS (
 ),
 terms AS (
     SELECT v.asked, v.found, quote_literal(v.found)::tsquery AS query,
-           v.likeness * ln(1 + (base.n - v.documents + 0.5) / (v.documents + 0.5)) AS weight
+           v.likeness * ln(1 + (base.n - v.documents + 0.5) / (v.documents + 0.5)) AS weight,
+           v.documents <= greatest(1, base.n / 2.0) AS distinctive
     FROM variants v, base
     WHERE v.likeness >= $4
 ),
 parts AS (
     -- A word of the request counts once per document, by its best-scoring form.
     SELECT d.id, t.asked, max(t.weight * ts_rank({_FIELD_WEIGHTS}, d.search, t.query)) AS part,
-           string_agg(quote_literal(t.found), ' | ') AS found
+           string_agg(quote_literal(t.found), ' | ') AS found, bool_or(t.distinctive) AS distinctive
     FROM terms t JOIN knowledge_documents d ON d.search @@ t.query
     GROUP BY d.id, t.asked
 ),
 ranked AS (
     -- Coordination: a document loses in proportion to the request's words it lacks, against the
     -- document that has the most of them (so a long chatty request does not sink every score).
+    -- A document that shares only words most documents have ("данные") is not relevant at all.
     SELECT id, sum(part) * count(*) / max(count(*)) OVER () AS score, string_agg(found, ' | ') AS found
     FROM parts
     GROUP BY id
+    HAVING bool_or(distinctive)
     ORDER BY score DESC, id
     LIMIT $2
 )
