@@ -17,6 +17,11 @@ UNKNOWN_DEPARTMENT = "не указано"
 UNKNOWN_POSITION = "не указана"
 
 
+def unstorable_text() -> ApiError:
+    # PostgreSQL text cannot hold NUL characters; they carry no meaning in a message, so say so plainly.
+    return ApiError(400, "Text must not contain NUL (\\u0000) characters")
+
+
 @dataclass
 class Person:
     username: str
@@ -125,6 +130,8 @@ class Store:
         except asyncpg.UniqueViolationError:
             # The same message arrived twice at once: the other copy is being processed.
             raise ApiError(409, "This message is already being processed; ask again shortly for its answer") from None
+        except asyncpg.CharacterNotInRepertoireError:
+            raise unstorable_text() from None
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(exc) from exc
 
@@ -200,6 +207,8 @@ class Store:
         """Run one pool method (fetch, fetchrow, fetchval, execute); a lost database becomes a 503."""
         try:
             return await getattr(await self._pool(), method)(query, *args)
+        except asyncpg.CharacterNotInRepertoireError:
+            raise unstorable_text() from None
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(exc) from exc
 

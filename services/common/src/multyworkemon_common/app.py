@@ -216,6 +216,11 @@ async def _guarded(request, handler, settings, token: bytes, public: tuple[str, 
         return error_response(exc.status, str(exc))
     except UnicodeDecodeError:
         return error_response(400, "Request body must be UTF-8 text")
+    except RecursionError:
+        if not request.body_exists:
+            raise
+        # The JSON decoder gives up on arrays or objects nested thousands deep.
+        return error_response(400, "Request body is nested too deeply")
     except ValidationError as exc:
         # Checks a handler makes beyond its signature (lengths, either-or fields).
         return error_response(400, describe_validation_error(exc, "query" if request.method == "GET" else "body"))

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -59,10 +60,20 @@ def setup_logging(service: str, version: str, level: str = "info") -> None:
     # Libraries log through the stdlib: route warnings and errors through the same JSON renderer.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_StdlibFormatter(_to_ecs(service, version)))
+    handler.addFilter(_without_request_bytes)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(threshold, logging.WARNING))
     logging.getLogger("aiohttp.access").disabled = True  # our middleware logs requests
+
+
+def _without_request_bytes(record: logging.LogRecord) -> bool:
+    """aiohttp logs a request it cannot parse (a line or header over the limit) with the raw bytes,
+    which are the user's text: keep the fact, drop the bytes."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, HttpProcessingError):
+        record.msg, record.args, record.exc_info = f"unparseable HTTP request answered {error.code}: {type(error).__name__}", (), None
+    return True
 
 
 class _StdlibFormatter(logging.Formatter):
