@@ -60,7 +60,10 @@ async def test_add_list_search_replace_and_delete(database_url, start_analyst):
 async def test_bad_input_gets_a_clear_400(database_url, start_analyst):
     analyst = await start_analyst(database_url=database_url)
     documents = f"{analyst.url}/knowledge/documents"
-    for bad in ({**DOC, "url": "wiki/page"}, {**DOC, "title": ""}, {**DOC, "text": "   "}, {"url": DOC["url"]}, {**DOC, "tags": "x"}):
+    for bad in (
+        {**DOC, "url": "wiki/page"}, {**DOC, "title": ""}, {**DOC, "text": "   "}, {"url": DOC["url"]}, {**DOC, "tags": "x"},
+        {**DOC, "tags": ["nul\u0000"]}, {**DOC, "url": DOC["url"] + "/" + "я" * 1100}, {**DOC, "text": "word " * 110_000},
+    ):
         status, body, _ = await post(documents, bad)
         assert status == 400 and is_error_response(body, 400), (bad, body)
     status, body, _ = await get(documents, {"limit": 0})
@@ -69,5 +72,7 @@ async def test_bad_input_gets_a_clear_400(database_url, start_analyst):
     assert status == 400 and is_error_response(body, 400)
     status, body, _ = await get(f"{analyst.url}/knowledge/search", {"q": " "})
     assert status == 400 and is_error_response(body, 400)
+    status, body, _ = await get(f"{analyst.url}/knowledge/search", {"q": "кошелек\u0000"})
+    assert status == 200 and body == {"items": []}
     status, body, _ = await get(f"{analyst.url}/knowledge/search")
     assert status == 400 and "'q' is required" in body["message"]

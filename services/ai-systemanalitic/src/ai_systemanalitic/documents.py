@@ -29,6 +29,8 @@ _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", r
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _URL = re.compile(r"^https?://[^\s/]+\S*$", re.IGNORECASE)
 SUMMARY_CHARS = 500
+MAX_URL_BYTES = 2048  # the unique index on url holds at most about 2.7 kB per entry
+MAX_TEXT_CHARS = 500_000  # PostgreSQL's tsvector holds at most 1 MB
 
 
 class KnowledgeFolderError(Exception):
@@ -53,18 +55,25 @@ class Document:
     def build(cls, *, url: str, title: str, body: str, tags: Any = (), summary: str | None = None, path: str | None = None) -> "Document":
         """A document with its summary and links worked out; raises ValueError on a field it cannot use."""
         url, title, body = str(url or "").strip(), str(title or "").strip(), str(body or "").strip()
+        tags, summary = _tags(tags), (str(summary).strip() if summary else first_paragraph(body))[:SUMMARY_CHARS]
+        for name, value in (("url", url), ("title", title), ("text", body), ("tags", " ".join(tags)), ("summary", summary)):
+            _storable(name, value)
         if not _URL.match(url):
             raise ValueError(f"url must be an http(s) address, got {url!r}" if url else "url is missing")
+        if len(url.encode()) > MAX_URL_BYTES:
+            raise ValueError(f"url is longer than {MAX_URL_BYTES} bytes")
         if not title:
             raise ValueError("title is missing (and the text has no heading to take it from)")
         if not body:
             raise ValueError("the document has no text")
+        if len(body) > MAX_TEXT_CHARS:
+            raise ValueError(f"the text is longer than {MAX_TEXT_CHARS} characters; split the document")
         return cls(
             url=url,
             title=title,
             body=body,
-            tags=_tags(tags),
-            summary=(str(summary).strip() if summary else first_paragraph(body))[:SUMMARY_CHARS],
+            tags=tags,
+            summary=summary,
             path=path,
             links=tuple(link for link in find_links(body) if link != url),
         )
@@ -139,6 +148,16 @@ def plain_text(markdown: str) -> str:
 def _first_heading(body: str) -> str:
     match = _HEADING.search(body)
     return match.group(1) if match else ""
+
+
+def _storable(name: str, value: str) -> None:
+    # PostgreSQL text holds neither NUL characters nor halves of surrogate pairs.
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL (\\u0000) characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} is not valid Unicode text") from None
 
 
 def _tags(value: Any) -> tuple[str, ...]:

@@ -144,8 +144,10 @@ class KnowledgeBase:
 
     async def search(self, text: str, limit: int | None = None) -> list[Found]:
         """The documents worth citing for this text, best first; empty when nothing is relevant."""
+        # Only words matter: NUL characters and broken surrogates, which PostgreSQL cannot take, go.
+        text = text[:20_000].replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
         rows = await self._run(
-            "fetch", _SEARCH, text[:20_000], limit or self.max_sources, FUZZY_MIN_LENGTH, FUZZY_LIKENESS, FILLER_WORDS,
+            "fetch", _SEARCH, text, limit or self.max_sources, FUZZY_MIN_LENGTH, FUZZY_LIKENESS, FILLER_WORDS,
         )
         if not rows:
             return []
