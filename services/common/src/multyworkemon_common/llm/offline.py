@@ -139,7 +139,7 @@ class OfflineModel:
             lines = [f"Для этого запроса подойдут материалы базы знаний: {cited}."]
             first = sources[0]
             if first.get("excerpt"):
-                lines.append(f"Главное из [{first.get('n', 1)}]: {str(first['excerpt']).strip()[:400]}")
+                lines.append(f"Главное из [{first.get('n', 1)}]: {_shorten(str(first['excerpt']), 400)}")
         elif domains:
             where = "; ".join(d.where for d in domains[:2])
             lines = [
@@ -168,6 +168,16 @@ def _users_words(discussion: str) -> str:
 
 def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower().replace("ё", "е")) + " "
+
+
+def _shorten(text: str, limit: int) -> str:
+    """At most `limit` characters, cut after a whole sentence (or word), never mid-word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    sentence = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
+    return cut[: sentence + 1] if sentence > limit // 3 else cut[: cut.rfind(" ")].rstrip(",;:") + "…"
 
 
 def _question_for(domain: Domain, intents: list[str]) -> str:
