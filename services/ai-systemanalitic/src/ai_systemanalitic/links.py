@@ -41,8 +41,8 @@ def strip_links(text: str, allowed: Callable[[str], bool]) -> tuple[str, list[st
     removed: list[str] = []
 
     def markdown(match: re.Match) -> str:
-        words, target = match.group(1), match.group(2)
-        if not _LINK.fullmatch(target.rstrip(_TRAILING)) or allowed(target.rstrip(_TRAILING)):
+        words, target = match.group(1), match.group(2).rstrip(_TRAILING)
+        if not _LINK.fullmatch(target) or allowed(target):
             return match.group(0)
         removed.append(target)
         return f"{words} {REMOVED_MARK}" if words.strip() else REMOVED_MARK
@@ -56,5 +56,5 @@ def strip_links(text: str, allowed: Callable[[str], bool]) -> tuple[str, list[st
         return REMOVED_MARK + link[len(kept):]
 
     text = _MARKDOWN_LINK.sub(markdown, text)
-    # Markdown targets that survived are allowed; bare-link pass leaves them alone the same way.
+    # The second pass meets the Markdown targets that stayed, and keeps them: they are allowed.
     return _LINK.sub(bare, text), removed
