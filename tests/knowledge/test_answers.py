@@ -109,3 +109,19 @@ async def test_without_its_database_the_analyst_answers_without_sources(postgres
     assert model_payload(openai_server)["sources"] == []
     status, body, _ = await get(f"{analyst.url}/knowledge/documents")
     assert status == 503 and body["statusCode"] == 503, "the admin API says the database is away"
+
+
+async def test_only_the_users_words_of_a_discussion_are_searched(database_url, start_analyst):
+    # The secretary's clarifying question names many topics; they must not become sources.
+    discussion = (
+        "Исходное обращение: Я хочу аналитику\n"
+        "Уточняющий вопрос: Уточните, пожалуйста, к какой системе относится запрос (кошельки, карты, платежи, "
+        "отчётность, доступ к данным) и что вы хотите получить: выгрузку, отчёт, доступ, доработку?\n"
+        "Ответ пользователя: авторизации кошельков за май по кодам ответа"
+    )
+    analyst = await start_analyst(database_url=database_url, knowledge_dir=str(SAMPLES), llm_provider="offline")
+    status, body, _ = await post(f"{analyst.url}/prepare-analititcs", {"context": "Авторизации кошельков", "request": discussion})
+    assert status == 200
+    urls = [s["url"] for s in body["sources"]]
+    assert urls[0] == WALLET_AUTH and ACCESS not in urls
+    assert not any("Reporting+Portal" in url or "Chargebacks" in url for url in urls)

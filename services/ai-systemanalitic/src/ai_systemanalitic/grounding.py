@@ -9,6 +9,8 @@ Apart from that the model's words reach the user as they are.
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 
 from multyworkemon_common.database import DatabaseUnavailable
@@ -18,6 +20,11 @@ from .knowledge import Found, KnowledgeBase
 from .links import find_links, link_key, strip_links
 
 log = get_logger("ai_systemanalitic.grounding")
+
+# In a discussion the secretary sends (ai_secretary.pipeline.discussion_text), the system's own
+# clarifying questions name many topics; only the user's words say what to look for.
+_OWN_QUESTION = re.compile(r"^Уточняющий вопрос:.*$", re.MULTILINE)
+_SPEAKER = re.compile(r"^(Исходное обращение|Ответ пользователя):", re.MULTILINE)
 
 # The database is away, or not migrated yet (the migration Job has not run): not a bug.
 NOT_AVAILABLE = (DatabaseUnavailable, asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError)
@@ -33,8 +40,9 @@ class Grounding:
         The base being away does not fail the request: the answer comes without sources (and the
         readiness check says why).
         """
+        users_words = _SPEAKER.sub("", _OWN_QUESTION.sub("", request))
         try:
-            return await self.knowledge.search(f"{request}\n{context}"), True
+            return await self.knowledge.search(f"{users_words}\n{context}"), True
         except NOT_AVAILABLE as exc:
             log.warning("knowledge base unavailable; answering without sources", error=f"{type(exc).__name__}: {exc}")
             return [], False
