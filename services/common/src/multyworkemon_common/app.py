@@ -123,7 +123,7 @@ def run_service(app: web.Application) -> None:
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
-    # uvloop: the same asyncio API with less CPU per request than the stock loop (bench/, docs/performance.md).
+    # uvloop: the same asyncio API for about a tenth less CPU per request here (docs/performance.md).
     try:
         import uvloop
     except ImportError:  # not on this platform
