@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,7 @@ class Result:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # percent of one core, by process
+    stages: dict[str, float] = field(default_factory=dict)  # median ms of the secretary's recorded stages
 
     @property
     def rps(self) -> float:
@@ -170,7 +172,7 @@ class Bench:
         self.compile_bytecode()
         shutil.rmtree(self.pgdata, ignore_errors=True)
         self.logs.mkdir(parents=True, exist_ok=True)
-        dsn = database_url(self.pgdata)
+        dsn = self.dsn = database_url(self.pgdata)
         await self._start_stub()
         env = {
             **system_env(dsn),
@@ -242,6 +244,28 @@ class Bench:
             sys.exit(f"wrk failed: {out.decode()}\n{err.decode()}")
         return json.loads(line.removeprefix("WRK_RESULT ")), peaks, wrk_cpu
 
+    async def last_turn(self) -> int:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            return await connection.fetchval("SELECT coalesce(max(id), 0) FROM turns")
+        finally:
+            await connection.close()
+
+    async def stages(self, after_turn: int) -> dict[str, float]:
+        """Median guesser, analyst and whole-pipeline time of the turns of one run (turns.timings)."""
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            row = await connection.fetchrow(
+                """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'guesser_ms')::float) AS guesser,
+                          percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'analyst_ms')::float) AS analyst,
+                          percentile_cont(0.5) WITHIN GROUP (ORDER BY (timings->>'total_ms')::float) AS pipeline
+                   FROM turns WHERE id > $1 AND status = 'answered'""",
+                after_turn,
+            )
+        finally:
+            await connection.close()
+        return {key: float(value or 0) for key, value in row.items()}
+
     async def drain(self) -> None:
         """wrk stops with requests still queued in the services: let them finish before the next run."""
         secretary = next((s for s in self.services if s.name == "ai-secretary"), None)
@@ -262,6 +286,7 @@ class Bench:
         await self.drain()
         before = {name: cpu_seconds(pids) for name, pids in processes.items()}
         machine_before = psutil.cpu_times()
+        first_turn = await self.last_turn() if target == "pipeline" else 0
         figures, peaks, wrk_cpu = await self.load(url, users, self.args.duration, [s.pid for s in self.services])
         machine_after = psutil.cpu_times()
         after = {name: cpu_seconds(pids) for name, pids in processes.items()}
@@ -276,6 +301,8 @@ class Bench:
         result.cpu["wrk"] = 100 * wrk_cpu / seconds
         busy = sum(machine_after) - sum(machine_before) - (machine_after.idle - machine_before.idle)
         result.cpu["machine"] = 100 * busy / (sum(machine_after) - sum(machine_before)) * psutil.cpu_count()
+        if target == "pipeline":
+            result.stages = await self.stages(first_turn)
         for service in self.services:
             service.peak_rss = max(service.peak_rss, peaks.get(service.pid, 0))
         self.results.append(result)
@@ -285,6 +312,8 @@ class Bench:
 
     async def run(self) -> None:
         print(f"bench: {psutil.cpu_count()} cores, {self.args.duration:.0f} s per run after {self.args.warmup:.0f} s warm-up", flush=True)
+        if self.args.hello:
+            await self.hello()
         await self.start()
         try:
             await asyncio.sleep(1)
@@ -301,8 +330,6 @@ class Bench:
                 service.after_rss = rss(service.pid)
         finally:
             await self.stop()
-        if self.args.hello:
-            await self.hello()
         self.report()
 
     async def hello(self) -> None:
@@ -335,17 +362,30 @@ class Bench:
             delay = f"{r.delay * 1000:.0f} ms" if r.target == "pipeline" else ""
             print(f"| {r.target} | {r.users} | {delay} | {r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.error_count} | {ratio} |")
 
-        names = list(self.results[0].cpu)
+        print("\n## Where the time of one request goes (medians of the secretary's own timings, ms)\n")
+        print("Between the end-to-end p50 and the pipeline's time the request waits in the secretary (a busy CPU);")
+        print("guesser and analyst times include their LLM call and the hop to them.\n")
+        print("| users | LLM delay | end-to-end p50 | pipeline | guesser | analyst | LLM time (2 calls) |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in self.results:
+            if r.target == "pipeline":
+                st = r.stages
+                print(f"| {r.users} | {r.delay * 1000:.0f} ms | {r.p50_ms:.0f} | {st.get('pipeline', 0):.0f} | {st.get('guesser', 0):.0f} | "
+                      f"{st.get('analyst', 0):.0f} | {LLM_CALLS_PER_REQUEST * r.delay * 1000:.0f} |")
+
+        names = list(next(r for r in self.results if r.target == "pipeline").cpu)
         print("\n## CPU by process during each run (percent of one core; the machine has "
               f"{psutil.cpu_count()} cores = {100 * psutil.cpu_count()} %)\n")
         # CPU time per request holds on a busy machine where req/s does not; "machine" counts everything running.
-        print("| target | users | LLM delay | " + " | ".join(names) + " | CPU ms per request (ours) |")
-        print("| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " | ---: |")
+        print("| target | users | LLM delay | " + " | ".join(names) + " | CPU ms per request (ours) | req/s the cores would give us alone |")
+        print("| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " | ---: | ---: |")
         for r in self.results:
             if r.target == "pipeline":
                 ours = sum(v for n, v in r.cpu.items() if n != "machine")
                 per_request = ours * 10 / r.rps if r.rps else 0
-                print(f"| {r.target} | {r.users} | {r.delay * 1000:.0f} ms | " + " | ".join(f"{r.cpu.get(n, 0):.0f}" for n in names) + f" | {per_request:.2f} |")
+                alone = psutil.cpu_count() * 1000 / per_request if per_request else 0
+                print(f"| {r.target} | {r.users} | {r.delay * 1000:.0f} ms | " + " | ".join(f"{r.cpu.get(n, 0):.0f}" for n in names)
+                      + f" | {per_request:.2f} | {alone:.0f} |")
 
         print("\n## Services: memory and start\n")
         print("| service | RSS idle MB | RSS peak under load MB | RSS after load MB | start to ready s |")
