@@ -73,6 +73,7 @@ class Result:
     p99_ms: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # percent of one core, by process
     stages: dict[str, float] = field(default_factory=dict)  # median ms of the secretary's recorded stages
+    rss: dict[str, int] = field(default_factory=dict)  # peak resident memory of each service during the run
 
     @property
     def rps(self) -> float:
@@ -284,6 +285,8 @@ class Bench:
         self.stub.delay = delay
         await self.load(url, users, self.args.warmup, [])  # fill the connection pools
         await self.drain()
+        if "postgres" in processes:  # the pools opened their connections (new backends) during the warm-up
+            processes["postgres"] = postgres_pids(self.pgdata)
         before = {name: cpu_seconds(pids) for name, pids in processes.items()}
         machine_before = psutil.cpu_times()
         first_turn = await self.last_turn() if target == "pipeline" else 0
@@ -299,12 +302,19 @@ class Bench:
         )
         result.cpu = {name: 100 * (after[name] - before[name]) / seconds for name in processes}
         result.cpu["wrk"] = 100 * wrk_cpu / seconds
-        busy = sum(machine_after) - sum(machine_before) - (machine_after.idle - machine_before.idle)
-        result.cpu["machine"] = 100 * busy / (sum(machine_after) - sum(machine_before)) * psutil.cpu_count()
+        # The whole machine, in the same unit: all that is not idle, and the kernel's network work
+        # (softirq, charged to no process) and time the hypervisor gave to other guests (steal).
+        total = sum(machine_after) - sum(machine_before)
+        spent = {field: getattr(machine_after, field) - getattr(machine_before, field) for field in machine_after._fields}
+        scale = 100 * psutil.cpu_count() / total
+        result.cpu["kernel net (softirq)"] = spent["softirq"] * scale
+        result.cpu["stolen"] = spent["steal"] * scale
+        result.cpu["machine"] = (total - spent["idle"] - spent["iowait"]) * scale
         if target == "pipeline":
             result.stages = await self.stages(first_turn)
         for service in self.services:
             service.peak_rss = max(service.peak_rss, peaks.get(service.pid, 0))
+            result.rss[service.name] = peaks.get(service.pid, 0)
         self.results.append(result)
         errors = f", errors {result.errors}" if result.errors else ""
         print(f"  {target:8} users {users:3}  LLM {delay * 1000:3.0f} ms: {result.rps:7.1f} req/s  p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms{errors}", flush=True)
@@ -381,11 +391,18 @@ class Bench:
         print("| --- | ---: | ---: | " + " | ".join("---:" for _ in names) + " | ---: | ---: |")
         for r in self.results:
             if r.target == "pipeline":
-                ours = sum(v for n, v in r.cpu.items() if n != "machine")
+                ours = sum(v for n, v in r.cpu.items() if n not in ("machine", "stolen"))
                 per_request = ours * 10 / r.rps if r.rps else 0
                 alone = psutil.cpu_count() * 1000 / per_request if per_request else 0
                 print(f"| {r.target} | {r.users} | {r.delay * 1000:.0f} ms | " + " | ".join(f"{r.cpu.get(n, 0):.0f}" for n in names)
                       + f" | {per_request:.2f} | {alone:.0f} |")
+
+        print("\n## Peak RSS of each run, MB (bounded: it must not climb from run to run)\n")
+        print("| users | LLM delay | " + " | ".join(s.name for s in self.services) + " |")
+        print("| ---: | ---: | " + " | ".join("---:" for _ in self.services) + " |")
+        for r in self.results:
+            if r.target == "pipeline":
+                print(f"| {r.users} | {r.delay * 1000:.0f} ms | " + " | ".join(f"{r.rss.get(s.name, 0) / MB:.1f}" for s in self.services) + " |")
 
         print("\n## Services: memory and start\n")
         print("| service | RSS idle MB | RSS peak under load MB | RSS after load MB | start to ready s |")
