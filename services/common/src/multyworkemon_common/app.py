@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -109,6 +110,10 @@ def _with_shared_errors(spec: dict) -> dict:
 def run_service(app: web.Application) -> None:
     settings = app[SETTINGS]
     log.info("starting", labels={"port": str(settings.port)})
+    # Everything imported and built so far lives as long as the process: keep the cyclic garbage
+    # collector from walking it again and again under load (shorter pauses, a shorter latency tail).
+    gc.collect()
+    gc.freeze()
     # aiohttp stops listening on SIGTERM, runs on_shutdown (readiness goes 503), then lets
     # in-flight requests finish for up to shutdown_timeout before it closes connections.
     web.run_app(
