@@ -51,10 +51,11 @@ MB = 1024 * 1024
 class Service:
     name: str
     port: int
-    process: subprocess.Popen | psutil.Popen
+    process: subprocess.Popen
     ready_seconds: float = 0.0
     idle_rss: int = 0
     peak_rss: int = 0
+    after_rss: int = 0
 
     @property
     def pid(self) -> int:
@@ -408,7 +409,7 @@ class Bench:
         print("| service | RSS idle MB | RSS peak under load MB | RSS after load MB | start to ready s |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for s in self.services:
-            print(f"| {s.name} | {s.idle_rss / MB:.1f} | {s.peak_rss / MB:.1f} | {getattr(s, 'after_rss', 0) / MB:.1f} | {s.ready_seconds:.2f} |")
+            print(f"| {s.name} | {s.idle_rss / MB:.1f} | {s.peak_rss / MB:.1f} | {s.after_rss / MB:.1f} | {s.ready_seconds:.2f} |")
 
         if any(("pipeline", users, delay) not in by for users in USERS for delay in DELAYS):
             return self.profiles()
