@@ -25,7 +25,10 @@ async def schemathesis(base_url: str, report_dir: Path) -> tuple[int, str]:
         "--seed", "6", "--workers", "1", "--request-timeout", "20", "--generation-database", "none",
         "--no-color", "--output-truncate", "false", "--report", "junit", "--report-dir", str(report_dir),
     ]
-    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    # Run in the report folder: schemathesis keeps its own state in the working directory.
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=report_dir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=240)
     return process.returncode, output.decode(errors="replace")
 
