@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 
 import aiohttp_pydantic.oas
 import structlog
+from aiohttp_pydantic.oas import pydantic_schema_to_oas
 from aiohttp_pydantic.oas.view import generate_oas
 from aiohttp import web
 
@@ -87,6 +88,25 @@ def finish_app(app: web.Application, title: str) -> web.Application:
     app.router.add_get("/oas/spec", openapi_document)
     aiohttp_pydantic.oas.setup(app, url_prefix="/oas", title_spec=title, version_spec=version)
     return app
+
+
+def _nullable_refs_to_oas_3_0(schema: dict) -> None:
+    """Write `Model | None` fields as OpenAPI 3.0 spells them (allOf + nullable) before aiohttp-pydantic's
+    own translation, which expects a "type" in every anyOf branch and fails on a $ref."""
+    for property_ in (schema.get("properties") or {}).values():
+        branches = property_.get("anyOf")
+        if branches and len(branches) == 2 and {"type": "null"} in branches:
+            other = next(b for b in branches if b != {"type": "null"})
+            if "$ref" in other:
+                del property_["anyOf"]
+                property_.update(allOf=[other], nullable=True)
+                if property_.get("default", ...) is None:
+                    del property_["default"]
+    _translate_oas_3_0(schema)
+
+
+_translate_oas_3_0 = pydantic_schema_to_oas.translater("3.0.0")
+pydantic_schema_to_oas.add_or_replace_translater("3.0.0", _nullable_refs_to_oas_3_0)
 
 
 def _with_shared_errors(spec: dict) -> dict:
