@@ -42,6 +42,11 @@ async def test_chat_api_validates_and_answers(core):
         # With no mail or Telegram settings those channels are off and not needed for readiness.
         status, ready, _ = await get(f"{communicator.url}/health/ready")
         assert status == 200 and set(ready["checks"]) == set()
+
+        # The chat reply is documented, its optional action result as a nullable reference.
+        status, spec, _ = await get(f"{communicator.url}/oas/spec")
+        reply = spec["components"]["schemas"]["ChatReply"]["properties"]["action_result"]
+        assert status == 200 and reply == {"allOf": [{"$ref": "#/components/schemas/ActionResult"}], "nullable": True}
     finally:
         await communicator.stop()
 
@@ -56,6 +61,21 @@ async def test_secretary_away_gives_a_clear_error_and_the_message_can_be_sent_ag
         await core.services["secretary"].start()
         status, answer, _ = await post(f"{communicator.url}/api/chat", json=body)
         assert status == 200 and "платеж" in answer["reply"].lower()
+    finally:
+        await communicator.stop()
+
+
+async def test_a_user_over_the_secretarys_rate_limit_is_told_when_to_send_again(core):
+    communicator = await start_communicator(core.secretary)
+    try:
+        statuses = []
+        for n in range(12):  # the secretary's burst is 10 per user
+            body = {"username": "chatty.user", "message": f"Сколько платежей прошло за день номер {n}?", "message_id": f"rl-{n}"}
+            status, answer, headers = await post(f"{communicator.url}/api/chat", json=body)
+            statuses.append(status)
+        assert statuses[:10] == [200] * 10 and statuses[-1] == 429, statuses
+        assert is_error_response(answer, 429) and "ещё раз через" in answer["message"]
+        assert int(headers["Retry-After"]) >= 1
     finally:
         await communicator.stop()
 

@@ -47,17 +47,20 @@ class Failure(Exception):
 
     `outage`: the peer could not be reached or said it is busy; such tries do not count towards
     setting the message aside, so an outage loses nothing. Any other failure counts.
+    `retry_after`: the secretary limited this user's rate and said when to send again.
     """
 
-    def __init__(self, message: str, *, outage: bool):
+    def __init__(self, message: str, *, outage: bool, retry_after: str | None = None):
         super().__init__(message)
         self.outage = outage
+        self.retry_after = retry_after
 
 
 def upstream_failure(exc: UpstreamError) -> Failure:
     # 503 without an answer: unreachable; 409: the same message is still being processed.
     outage = (exc.answered is None and exc.status == 503) or exc.answered in (409, 429, 503)
-    return Failure(exc.message, outage=outage)
+    retry_after = (exc.retry_after or "60") if exc.answered == 429 else None
+    return Failure(exc.message, outage=outage, retry_after=retry_after)
 
 
 @dataclass

@@ -23,13 +23,14 @@ class UpstreamError(ApiError):
     """Another service or the LLM failed; 502 bad answer, 503 unreachable, 504 timed out.
 
     `answered` is the status the upstream itself answered (None when it gave no answer), so a
-    caller can tell "not found" or "busy" (409) from a failure.
+    caller can tell "not found" or "busy" (409) from a failure; `retry_after` is its Retry-After.
     """
 
-    def __init__(self, status: int, upstream: str, message: str, *, answered: int | None = None):
+    def __init__(self, status: int, upstream: str, message: str, *, answered: int | None = None, retry_after: str | None = None):
         super().__init__(status, message)
         self.upstream = upstream
         self.answered = answered
+        self.retry_after = retry_after
 
 
 def error_body(status: int, message: str) -> dict:

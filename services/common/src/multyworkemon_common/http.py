@@ -115,4 +115,7 @@ class ServiceClient:
         detail = body.get("message") if isinstance(body, dict) else None
         # Pass on the upstream's own gateway errors (its LLM failed) as they are; anything else is a bad answer.
         status = response.status if response.status in (502, 503, 504) else 502
-        raise UpstreamError(status, self.name, f"{self.name} answered {response.status}: {detail or 'no detail'}", answered=response.status)
+        raise UpstreamError(
+            status, self.name, f"{self.name} answered {response.status}: {detail or 'no detail'}",
+            answered=response.status, retry_after=response.headers.get("Retry-After"),
+        )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from aiohttp import web
-from aiohttp_pydantic.oas.typing import r200, r400, r502, r503
+from aiohttp_pydantic.oas.typing import r200, r400, r429, r502, r503
 from pydantic import BaseModel, Field, StringConstraints
 
 from multyworkemon_common.contract import ErrorResponse, Source
@@ -65,7 +65,9 @@ class ChatReply(BaseModel):
 
 
 class ChatView(ContractView):
-    async def post(self, body: ChatMessage) -> r200[ChatReply] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse]:
+    async def post(
+        self, body: ChatMessage
+    ) -> r200[ChatReply] | r400[ErrorResponse] | r429[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse]:
         """Send a message from the web chat; the answer comes back once its action is carried out.
 
         Tags: chat
@@ -87,6 +89,11 @@ class ChatView(ContractView):
         except Failure as failure:
             metrics.failed.inc({"channel": CHANNEL})
             log.warning("web chat message not handled", error=str(failure), labels={"outage": str(failure.outage)})
+            if failure.retry_after:
+                raise ApiError(
+                    429, f"Слишком много сообщений подряд; отправьте это ещё раз через {failure.retry_after} с",
+                    headers={"Retry-After": failure.retry_after},
+                ) from None
             if failure.outage:
                 raise ApiError(503, "Сервис сейчас недоступен, сообщение не обработано; отправьте его ещё раз чуть позже") from None
             raise ApiError(502, "Сообщение не удалось обработать; отправьте его ещё раз или напишите иначе") from None
