@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/.bin:$(PATH)
 
-.PHONY: run test deps test-deps lint bench migrate
+.PHONY: run test deps test-deps bench
 
 ## Start the whole system locally: embedded PostgreSQL, the offline LLM, all four services.
 run: deps
