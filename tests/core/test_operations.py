@@ -33,6 +33,10 @@ async def test_secretary_not_ready_without_database_and_recovers(postgres):
     service = Service("secretary", lambda: create_secretary(SecretarySettings(database_url=url, database_timeout=1)), port=free_port())
     await service.start()
     try:
+        # A scrape checks too: the gauges tell the truth even where no probe has run.
+        async with aiohttp.ClientSession() as session, session.get(f"{service.url}/metrics") as response:
+            scraped = await response.text()
+        assert 'mw_db_up{service_name="ai-secretary"} 0' in scraped and 'mw_ready{service_name="ai-secretary"} 0' in scraped
         status, body, _ = await get(f"{service.url}/health/ready")
         assert status == 503 and body["checks"]["database"]["ok"] is False
         status, body, _ = await get(f"{service.url}/analyze-request", {"channel": "tg", "username": "u", "request": "r"})
@@ -48,6 +52,8 @@ async def test_secretary_not_ready_without_database_and_recovers(postgres):
                 break
             await asyncio.sleep(0.2)
         assert status == 200, body
+        async with aiohttp.ClientSession() as session, session.get(f"{service.url}/metrics") as response:
+            assert 'mw_db_up{service_name="ai-secretary"} 1' in await response.text()
     finally:
         await service.stop()
         await postgres.drop_database(url)

@@ -72,7 +72,7 @@ def create_service_app(
     app.router.add_get("/health", _health)
     app.router.add_get("/health/live", _live)
     app.router.add_get("/health/ready", _ready)
-    app.router.add_get("/metrics", metrics.handle_metrics)
+    app.router.add_get("/metrics", _metrics)
     app.on_shutdown.append(_mark_shutting_down)
     return app
 
@@ -183,6 +183,12 @@ async def _health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = {"status": "ok" if ok else "down", "service": state["service"], "version": state["version"], "checks": checks}
     return web.json_response(body, status=200 if ok else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    # Check readiness on every scrape so mw_ready and mw_db_up are current even where no probe runs.
+    await readiness(request.app)
+    return await request.app[METRICS].handle_metrics(request)
 
 
 async def _live(request: web.Request) -> web.Response:
