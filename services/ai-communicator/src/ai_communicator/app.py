@@ -13,7 +13,6 @@ from multyworkemon_common.logging import get_logger
 
 from .actions import Actions, Departments
 from .channels.mail import MailChannel, Mailer
-from .channels.telegram import TelegramChannel, make_bot, send_text
 from .channels.web import add_web_chat
 from .handling import ChannelMetrics, MessageHandler
 from .jira import Jira
@@ -35,7 +34,12 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
         "ai-secretary", settings.secretary_url, metrics=app[METRICS],
         token=settings.service_token.get_secret_value(), timeout=settings.secretary_timeout,
     ))
-    bot = make_bot(settings) if settings.telegram_enabled else None
+    bot = tg = None
+    if settings.telegram_enabled:
+        # aiogram costs seconds and about 100 MB to import: only when a bot is configured.
+        from .channels import telegram as tg
+
+        bot = tg.make_bot(settings)
     mailer = Mailer(settings) if settings.smtp_login[0] else None
     jira = None
     if settings.jira_base_url and settings.jira_project_key:
@@ -45,7 +49,7 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
         )
     actions = Actions(
         secretary, Departments.load(settings.departments_file), jira=jira,
-        send_telegram=(lambda chat_id, text: send_text(bot, chat_id, text)) if bot else None,
+        send_telegram=(lambda chat_id, text: tg.send_text(bot, chat_id, text)) if bot else None,
         send_mail=mailer.send if mailer else None, sender_address=settings.sender_address,
     )
     handler = MessageHandler(secretary, actions, metrics)
@@ -59,7 +63,7 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
         pollers.append(("email", lock, mail.run))
         app[READINESS_CHECKS]["email"] = _channel_ready(lock, mail)
     if bot is not None:
-        telegram = TelegramChannel(settings, bot, handler, metrics)
+        telegram = tg.TelegramChannel(settings, bot, handler, metrics)
         lock = PollerLock(dsn, f"telegram:{bot.id}", settings.lock_retry_seconds)
         pollers.append(("tg", lock, telegram.run))
         app[READINESS_CHECKS]["telegram"] = _channel_ready(lock, telegram)
