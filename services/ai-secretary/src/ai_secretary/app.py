@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -13,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
 from multyworkemon_common.contract import AnalysisResponse, Channel, ErrorResponse
-from multyworkemon_common.database import Database, apply_migrations, pending_migrations
+from multyworkemon_common.database import Database, apply_migrations, attach_schema
 from multyworkemon_common.errors import ApiError, json_response
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.logging import get_logger
@@ -28,7 +27,6 @@ SERVICE = "ai-secretary"
 MIGRATIONS = Path(str(files("ai_secretary") / "migrations"))
 PIPELINE = web.AppKey("pipeline", Pipeline)
 STORE = web.AppKey("store", Store)
-BOOTSTRAP = web.AppKey("bootstrap", asyncio.Task)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 log = get_logger("ai_secretary")
 
@@ -174,46 +172,20 @@ def create_app(settings: SecretarySettings | None = None) -> web.Application:
         store, guesser, analyst, metrics,
         PipelineSettings(settings.conversation_ttl_seconds, settings.max_clarifications, settings.stale_processing_seconds),
     )
-    schema = {"current": False}
 
-    async def database_ready() -> tuple[bool, str]:
-        ok, detail = await database.check()
-        if ok and not schema["current"]:
-            pending = await pending_migrations(await database.pool(), SERVICE, MIGRATIONS)
-            schema["current"] = not pending
-            if pending:
-                return False, f"migrations pending: {', '.join(pending)}"
-        return ok, detail
+    async def prepare() -> None:
+        if settings.migrate_on_start:
+            await migrate(settings)
+        if settings.users_file:
+            count = await store.load_users(Path(settings.users_file))
+            log.info("users directory loaded", labels={"users": str(count)})
 
-    app[READINESS_CHECKS]["database"] = database_ready
-
-    async def bootstrap() -> None:
-        # Until the database answers, the service runs and says "not ready"; it never crash-loops.
-        delay = 0.5
-        while True:
-            try:
-                if settings.migrate_on_start:
-                    await migrate(settings)
-                if settings.users_file:
-                    count = await store.load_users(Path(settings.users_file))
-                    log.info("users directory loaded", labels={"users": str(count)})
-                return
-            except Exception as exc:  # noqa: BLE001 - whatever it is, stay up, not ready, and try again
-                log.warning("database not ready for migrations yet; retrying", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
-
-    async def start(app_: web.Application) -> None:
-        app_[BOOTSTRAP] = asyncio.create_task(bootstrap())
-
-    async def stop(app_: web.Application) -> None:
-        app_[BOOTSTRAP].cancel()
+    async def stop(_app: web.Application) -> None:
         await guesser.close()
         await analyst.close()
-        await database.close()
 
-    app.on_startup.append(start)
     app.on_cleanup.append(stop)
+    app[READINESS_CHECKS]["database"] = attach_schema(app, database, SERVICE, MIGRATIONS, prepare)
     app.router.add_view("/analyze-request", AnalyzeView)
     app.router.add_view("/conversations", ConversationsView)
     app.router.add_view("/conversations/{conversation_id}", ConversationView)

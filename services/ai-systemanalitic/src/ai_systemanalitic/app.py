@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from importlib.resources import files
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
 from multyworkemon_common.contract import AnalyticsPlan, Channel, ErrorResponse, PreparedAnalytics, Source
-from multyworkemon_common.database import Database, apply_migrations, pending_migrations
+from multyworkemon_common.database import Database, apply_migrations, attach_schema
 from multyworkemon_common.errors import ApiError, json_response
 from multyworkemon_common.llm import LLMSettings, StructuredAsker, attach_llm
 from multyworkemon_common.logging import get_logger
@@ -31,7 +30,6 @@ ASKER = web.AppKey("asker", StructuredAsker)
 PROMPT = web.AppKey("prompt", str)
 KNOWLEDGE = web.AppKey("knowledge", KnowledgeBase)
 GROUNDING = web.AppKey("grounding", Grounding)
-BOOTSTRAP = web.AppKey("bootstrap", asyncio.Task)
 log = get_logger("ai_systemanalitic")
 
 Responses = r200[PreparedAnalytics] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]
@@ -248,56 +246,27 @@ def create_app(settings: AnalystSettings | None = None) -> web.Application:
     app[PROMPT] = saved_prompt(settings, DEFAULT_PROMPT)
     app[KNOWLEDGE] = knowledge
     app[GROUNDING] = Grounding(knowledge)
-    schema = {"current": False}
-
-    async def database_ready() -> tuple[bool, str]:
-        ok, detail = await database.check()
-        if ok and not schema["current"]:
-            pending = await pending_migrations(await database.pool(), SERVICE, MIGRATIONS)
-            schema["current"] = not pending
-            if pending:
-                return False, f"migrations pending: {', '.join(pending)}"
-        return ok, detail
-
     # The folder given in KNOWLEDGE_DIR is loaded before the service calls itself ready.
     loading = {"done": not settings.knowledge_dir, "detail": "no folder configured"}
 
     async def knowledge_ready() -> tuple[bool, str]:
         return loading["done"], loading["detail"] if loading["done"] else f"loading {settings.knowledge_dir}"
 
-    app[READINESS_CHECKS]["database"] = database_ready
-    app[READINESS_CHECKS]["knowledge"] = knowledge_ready
-
-    async def bootstrap() -> None:
-        # Until the database answers, the service runs and says "not ready"; it never crash-loops.
-        delay = 0.5
-        while True:
+    async def prepare() -> None:
+        if settings.migrate_on_start:
+            await migrate(settings)
+        if settings.knowledge_dir:
             try:
-                if settings.migrate_on_start:
-                    await migrate(settings)
-                if settings.knowledge_dir:
-                    report = await load_knowledge(knowledge, Path(settings.knowledge_dir))
-                    loading.update(done=True, detail=f"{settings.knowledge_dir}: {report}")
-                return
+                report = await load_knowledge(knowledge, Path(settings.knowledge_dir))
             except KnowledgeFolderError as exc:
                 # Retrying cannot fix a file; the base keeps the documents it had and the service serves them.
                 log.error("knowledge folder not loaded; fix the files and restart or run load-knowledge", error=str(exc))
                 loading.update(done=True, detail=f"{settings.knowledge_dir} not loaded: {exc}")
                 return
-            except Exception as exc:  # noqa: BLE001 - whatever it is, stay up, not ready, and try again
-                log.warning("database not ready yet; retrying", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+            loading.update(done=True, detail=f"{settings.knowledge_dir}: {report}")
 
-    async def start(app_: web.Application) -> None:
-        app_[BOOTSTRAP] = asyncio.create_task(bootstrap())
-
-    async def stop(app_: web.Application) -> None:
-        app_[BOOTSTRAP].cancel()
-        await database.close()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    app[READINESS_CHECKS]["database"] = attach_schema(app, database, SERVICE, MIGRATIONS, prepare)
+    app[READINESS_CHECKS]["knowledge"] = knowledge_ready
     app.router.add_view("/prepare-analititcs", PrepareAnalyticsView)
     # The contract's spelling stays; the correct spelling is an alias.
     app.router.add_view("/prepare-analytics", PrepareAnalyticsView)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+from aiohttp import web
 
 from .errors import ApiError
 from .logging import get_logger
@@ -67,6 +69,49 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
     """What a connection goes through on its way back to the pool, after asyncpg rolls back any open
     transaction. Our queries leave no session state (locks are transaction-scoped, no SET, no LISTEN),
     so asyncpg's reset query, one more round trip on every release, is skipped (bench/)."""
+
+
+def attach_schema(
+    app: web.Application, database: Database, service: str, migrations: Path, prepare: Callable[[], Awaitable[None]]
+) -> Callable[[], Awaitable[tuple[bool, str]]]:
+    """Run `prepare` (migrations, loading seed data) in the background from start-up, again and again
+    until the database lets it finish: the service runs and says "not ready" meanwhile, never
+    crash-loops. Returns the readiness check: the database answers and no migration is pending."""
+    schema_current = False
+
+    async def database_ready() -> tuple[bool, str]:
+        nonlocal schema_current
+        ok, detail = await database.check()
+        if ok and not schema_current:
+            pending = await pending_migrations(await database.pool(), service, migrations)
+            schema_current = not pending
+            if pending:
+                return False, f"migrations pending: {', '.join(pending)}"
+        return ok, detail
+
+    async def prepare_until_done() -> None:
+        delay = 0.5
+        while True:
+            try:
+                return await prepare()
+            except Exception as exc:  # noqa: BLE001 - whatever it is, stay up, not ready, and try again
+                log.warning("database not ready yet; retrying", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def start(app_: web.Application) -> None:
+        app_[_PREPARING] = asyncio.create_task(prepare_until_done())
+
+    async def stop(app_: web.Application) -> None:
+        app_[_PREPARING].cancel()
+        await database.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return database_ready
+
+
+_PREPARING = web.AppKey("database_preparing", asyncio.Task)
 
 
 class DatabaseUnavailable(ApiError):
