@@ -1,4 +1,4 @@
-"""skaffold.yaml and kind-config.yaml against the charts, the Dockerfiles and the add-ons.
+"""skaffold.yaml and kind-config.yaml against the charts, services/Dockerfile and the add-ons.
 
 No skaffold binary or Docker engine here: these check every name, path, key and port skaffold
 and kind would use; `skaffold dev` itself is run by the user (docs/kubernetes.md)."""
@@ -51,9 +51,13 @@ def test_every_artifact_matches_its_dockerfile_and_chart():
         artifact = artifacts[f"multyworkemon/{name}"]
         assert artifact["context"] == "."
         dockerfile = ROOT / artifact["context"] / artifact["docker"]["dockerfile"]
-        assert dockerfile == ROOT / "services" / name / "Dockerfile" and dockerfile.is_file()
+        assert dockerfile == ROOT / "services" / "Dockerfile" and dockerfile.is_file()
         stages = re.findall(r"^FROM \S+ AS (\S+)$", dockerfile.read_text(), re.M)
         assert artifact["docker"]["target"] in stages
+        # The one Dockerfile is told which service to build; every build arg given is one it declares.
+        assert artifact["docker"]["buildArgs"]["SERVICE"] == name
+        declared = set(re.findall(r"^ARG (\w+)", dockerfile.read_text(), re.M))
+        assert set(artifact["docker"]["buildArgs"]) <= declared
         assert chart_values(name)["image"]["repository"] == artifact["image"]
     assert SKAFFOLD["build"]["local"]["push"] is False, "images are loaded into kind, not pushed"
 
@@ -61,13 +65,20 @@ def test_every_artifact_matches_its_dockerfile_and_chart():
 def test_file_sync_reaches_the_dev_image_sources():
     """Synced files land where the dev stage keeps the editable sources, and the globs match files."""
     for artifact in SKAFFOLD["build"]["artifacts"]:
-        dockerfile = (ROOT / artifact["docker"]["dockerfile"]).read_text()
+        service = artifact["docker"]["buildArgs"]["SERVICE"]
+        dockerfile = (ROOT / artifact["docker"]["dockerfile"]).read_text().replace("${SERVICE}", service)
         dev = dockerfile.split("AS dev\n", 1)[1].split("\nFROM ", 1)[0]
         copied = re.search(r"COPY --from=dev-venv --chown=\S+ (\S+) (\S+)", dev)
         assert copied and copied.group(1) == copied.group(2) == "/src/services"
         assert '"--watch", "/src/services"' in dev
+        # The builder copies the synced sources to /src/<path in the repository>, the sync destination.
+        builder = dockerfile.split("AS builder\n", 1)[1].split("\nFROM ", 1)[0]
+        copied_sources = set(re.findall(r"^COPY (services/\S+/src) \1$", builder, re.M))
+        assert copied_sources == {"services/common/src", f"services/{service}/src"}
+        assert re.search(r"^WORKDIR /src$", builder, re.M)
         for rule in artifact["sync"]["manual"]:
             assert rule["dest"] == "/src" and "strip" not in rule
+            assert rule["src"].split("/**", 1)[0] in copied_sources, f"{rule['src']}: not in {service}'s image"
             matches = [p for p in ROOT.glob("services/*/src/**/*.py") if fnmatch.fnmatch(str(p.relative_to(ROOT)), rule["src"].replace("**/", "*"))]
             assert matches, f"{rule['src']} matches no file"
 
