@@ -53,8 +53,11 @@ variants AS (
     FROM asked a JOIN knowledge_lexemes l ON l.lexeme = a.lexeme
     UNION ALL
     -- Typos rarely hit the first letter; words that differ there are other words (списан/расписан).
-    SELECT a.lexeme, l.lexeme, l.documents, knowledge_similarity(l.trigrams, a.trigrams)
+    -- Likeness: shared trigrams over all trigrams of the two (pg_trgm's similarity); counted inline,
+    -- since a SQL function here costs twice the whole search.
+    SELECT a.lexeme, l.lexeme, l.documents, (s.shared::real / (cardinality(a.trigrams) + cardinality(l.trigrams) - s.shared))::real
     FROM asked a JOIN knowledge_lexemes l ON l.trigrams && a.trigrams
+    CROSS JOIN LATERAL (SELECT count(*) AS shared FROM unnest(a.trigrams) AS t WHERE t = ANY (l.trigrams)) AS s
     WHERE length(a.lexeme) >= $3 AND l.lexeme <> a.lexeme AND left(l.lexeme, 1) = left(a.lexeme, 1)
       AND abs(length(l.lexeme) - length(a.lexeme)) <= 3
 ),
