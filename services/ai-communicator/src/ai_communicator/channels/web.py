@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r400, r429, r502, r503
 from pydantic import BaseModel, Field, StringConstraints
 
-from multyworkemon_common.contract import ErrorResponse, Source
+from multyworkemon_common.contract import AnalysisResponse, ErrorResponse
 from multyworkemon_common.errors import ApiError, json_response
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.views import ContractView
@@ -48,18 +48,9 @@ class ActionResult(BaseModel):
     note: str = ""
 
 
-class ChatReply(BaseModel):
+class ChatReply(AnalysisResponse):
     """The secretary's AnalysisResponse plus what the user was told and what was done."""
 
-    is_enough: bool
-    request: str
-    action: str
-    question: str
-    response: str
-    context_response: str = Field(alias="context-response")
-    conversation_id: int | None = None
-    turn_id: int | None = None
-    sources: list[Source] = []
     reply: str = Field(description="The text shown to the user: the answer and what was done")
     action_result: ActionResult | None = None
 
