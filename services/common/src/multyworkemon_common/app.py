@@ -90,6 +90,10 @@ def finish_app(app: web.Application, title: str) -> web.Application:
     return app
 
 
+# aiohttp-pydantic's own translation, which this one runs after its fix-up.
+_translate_oas_3_0 = pydantic_schema_to_oas.translater("3.0.0")
+
+
 def _nullable_refs_to_oas_3_0(schema: dict) -> None:
     """Write `Model | None` fields as OpenAPI 3.0 spells them (allOf + nullable) before aiohttp-pydantic's
     own translation, which expects a "type" in every anyOf branch and fails on a $ref."""
@@ -105,7 +109,6 @@ def _nullable_refs_to_oas_3_0(schema: dict) -> None:
     _translate_oas_3_0(schema)
 
 
-_translate_oas_3_0 = pydantic_schema_to_oas.translater("3.0.0")
 pydantic_schema_to_oas.add_or_replace_translater("3.0.0", _nullable_refs_to_oas_3_0)
 
 

@@ -71,6 +71,9 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
     so asyncpg's reset query, one more round trip on every release, is skipped (bench/)."""
 
 
+_PREPARING = web.AppKey("database_preparing", asyncio.Task)
+
+
 def attach_schema(
     app: web.Application, database: Database, service: str, migrations: Path, prepare: Callable[[], Awaitable[None]]
 ) -> Callable[[], Awaitable[tuple[bool, str]]]:
@@ -109,9 +112,6 @@ def attach_schema(
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     return database_ready
-
-
-_PREPARING = web.AppKey("database_preparing", asyncio.Task)
 
 
 class DatabaseUnavailable(ApiError):
