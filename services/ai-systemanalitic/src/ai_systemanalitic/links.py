@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 # A link is anything with a scheme (https://, ftp://, ...) or starting with www.; it ends at white
 # space, quotes or brackets, and loses trailing punctuation that belongs to the sentence.
-_LINK = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.)[^\s<>\"'`()\[\]{}]+")
+# (Letter classes rather than (?i): half the time on a page of text, which counts when loading 100,000.)
+_LINK = re.compile(r"\b(?:[A-Za-z][A-Za-z0-9+.-]*://|[Ww][Ww][Ww]\.)[^\s<>\"'`()\[\]{}]+")
 _MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\]\(\s*<?([^)\s>]+)>?\s*\)")
 _TRAILING = ".,;:!?…»"
 
@@ -17,6 +18,8 @@ REMOVED_MARK = "(ссылка удалена: её нет в базе знани
 def find_links(text: str) -> list[str]:
     """Every link in the text, in order, without repeats."""
     found: dict[str, None] = {}
+    if "://" not in text and "www." not in text.lower():
+        return []  # most texts: no pass of the regex over them
     for match in _LINK.finditer(text):
         found.setdefault(match.group(0).rstrip(_TRAILING), None)
     return list(found)
