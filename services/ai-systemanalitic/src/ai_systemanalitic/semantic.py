@@ -30,6 +30,7 @@ log = get_logger("ai_systemanalitic.semantic")
 
 EMBEDDED_CHARS = 2_000  # of a document (title, tags, then its text) and of a request: the models' limits are in tokens
 TIMEOUT = 600.0  # seconds for one statement while embedding (DATABASE_TIMEOUT is for requests)
+ANALYZE_AFTER = 1_000  # embedded documents after which the planner's statistics are renewed at once
 _LOCK = "knowledge_embeddings"  # one replica embeds at a time; the others leave it to it
 
 _SETUP = """
@@ -75,7 +76,7 @@ class Semantic:
         self.min_similarity = min_similarity
         # The model's name as an SQL literal: the partial index's predicate and the query's must be the same text.
         self._model = "'" + embeddings.name.replace("'", "''") + "'"
-        self._index = "knowledge_embeddings_" + hashlib.sha256(embeddings.name.encode()).hexdigest()[:12]
+        self.index = "knowledge_embeddings_" + hashlib.sha256(embeddings.name.encode()).hexdigest()[:12]
 
     async def setup(self) -> None:
         """Create what the vectors need; raises when the server has no pgvector (the search then stays lexical)."""
@@ -109,6 +110,8 @@ class Semantic:
                     if progress:
                         progress("embedding documents", start + len(rows), len(ids))
                 await self._index_vectors(connection)
+                if len(ids) >= ANALYZE_AFTER:
+                    await connection.execute("ANALYZE knowledge_embeddings", timeout=TIMEOUT)
             finally:
                 await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", _LOCK)
         if ids:
@@ -120,7 +123,7 @@ class Semantic:
         length = await connection.fetchval(f"SELECT vector_dims(embedding) FROM knowledge_embeddings WHERE model = {self._model} LIMIT 1")
         if length is not None:
             await connection.execute(
-                f"CREATE INDEX IF NOT EXISTS {self._index} ON knowledge_embeddings "
+                f"CREATE INDEX IF NOT EXISTS {self.index} ON knowledge_embeddings "
                 f"USING hnsw ((embedding::vector({length:d})) vector_cosine_ops) WHERE model = {self._model}",
                 timeout=TIMEOUT,
             )
@@ -144,11 +147,15 @@ class Semantic:
 
     def nearest_query(self, length: int) -> str:
         """The query of `nearest` ($1 the vector, $2 the limit), written as the index is, so that it uses it."""
-        distance = f"e.embedding::vector({length:d}) <=> $1::text::vector({length:d})"
+        distance = f"embedding::vector({length:d}) <=> $1::text::vector({length:d})"
+        # The nearest first, from the index alone; joined to the documents after (a join around the
+        # ordered scan made the planner sort every vector instead: tests/knowledge/test_semantic.py).
         return f"""
-            SELECT d.id, d.title, d.url, d.summary, 1 - ({distance}) AS similarity
-            FROM knowledge_embeddings e JOIN knowledge_documents d ON d.id = e.document_id
-            WHERE e.model = {self._model} ORDER BY {distance} LIMIT $2"""
+            SELECT d.id, d.title, d.url, d.summary, 1 - n.distance AS similarity
+            FROM (SELECT document_id, {distance} AS distance FROM knowledge_embeddings
+                  WHERE model = {self._model} ORDER BY {distance} LIMIT $2) AS n
+            JOIN knowledge_documents d ON d.id = n.document_id
+            ORDER BY n.distance"""
 
     async def close(self) -> None:
         await self.embeddings.close()
