@@ -48,7 +48,7 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
             user=settings.jira_user, issue_type=settings.jira_issue_type, timeout=settings.jira_timeout,
         )
     actions = Actions(
-        secretary, Departments.load(settings.departments_file), jira=jira,
+        Departments.load(settings.departments_file), jira=jira,
         send_telegram=(lambda chat_id, text: tg.send_text(bot, chat_id, text)) if bot else None,
         send_mail=mailer.send if mailer else None, sender_address=settings.sender_address,
     )
@@ -68,24 +68,26 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
         pollers.append(("tg", lock, telegram.run))
         app[READINESS_CHECKS]["telegram"] = _channel_ready(lock, telegram)
 
-    async def start(app_: web.Application) -> None:
-        metrics.connected.set({"channel": "direct"}, 1)
-        app_[POLLERS] = [asyncio.create_task(lock.run(work), name=f"poller-{name}") for name, lock, work in pollers]
-        log.info("channels", labels={"email": str(settings.mail_enabled), "telegram": str(bot is not None), "jira": str(jira is not None)})
-
-    async def stop(app_: web.Application) -> None:
-        metrics.connected.set({"channel": "direct"}, 0)
-        for task in app_.get(POLLERS, []):
-            task.cancel()
-        await asyncio.gather(*app_.get(POLLERS, []), return_exceptions=True)
+    async def peer_clients(_app: web.Application):
+        yield
         await secretary.close()
         if bot is not None:
             await bot.session.close()
         if jira is not None:
             await jira.close()
 
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    async def channels(app_: web.Application):
+        metrics.connected.set({"channel": "direct"}, 1)
+        app_[POLLERS] = [asyncio.create_task(lock.run(work), name=f"poller-{name}") for name, lock, work in pollers]
+        log.info("channels", labels={"email": str(settings.mail_enabled), "telegram": str(bot is not None), "jira": str(jira is not None)})
+        yield
+        metrics.connected.set({"channel": "direct"}, 0)
+        for task in app_[POLLERS]:
+            task.cancel()
+        await asyncio.gather(*app_[POLLERS], return_exceptions=True)
+
+    # Started in this order, stopped in the reverse: the pollers end before their clients close.
+    app.cleanup_ctx.extend([peer_clients, channels])
     return finish_app(app, "ai-communicator API")
 
 

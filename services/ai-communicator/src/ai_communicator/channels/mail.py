@@ -19,7 +19,8 @@ import aiosmtplib
 
 from multyworkemon_common.logging import get_logger
 
-from ..handling import APOLOGY, ChannelMetrics, Failure, Inbound, MessageHandler, RetryBook
+from ..handling import APOLOGY, ChannelMetrics, MessageHandler, RetryBook
+from ..messages import Failure, Inbound
 from ..mailtext import IncomingMail, build_reply, parse_mail
 from ..settings import CommunicatorSettings
 

@@ -26,7 +26,8 @@ from aiogram.utils.chat_action import ChatActionSender
 
 from multyworkemon_common.logging import get_logger
 
-from ..handling import APOLOGY, ChannelMetrics, Failure, Inbound, MessageHandler, RetryBook
+from ..handling import APOLOGY, ChannelMetrics, MessageHandler, RetryBook
+from ..messages import Failure, Inbound
 from ..settings import CommunicatorSettings
 
 log = get_logger("ai_communicator.telegram")

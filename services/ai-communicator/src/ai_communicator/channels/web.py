@@ -12,11 +12,13 @@ from aiohttp_pydantic.oas.typing import r200, r400, r429, r502, r503
 from pydantic import BaseModel, Field, StringConstraints
 
 from multyworkemon_common.contract import AnalysisResponse, ErrorResponse
-from multyworkemon_common.errors import ApiError, json_response
+from multyworkemon_common.errors import ApiError
+from multyworkemon_common.responses import json_response
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.views import ContractView
 
-from ..handling import ChannelMetrics, Failure, Inbound, MessageHandler
+from ..handling import ChannelMetrics, MessageHandler
+from ..messages import Failure, Inbound
 
 log = get_logger("ai_communicator.web")
 CHANNEL = "direct"
