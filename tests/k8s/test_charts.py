@@ -20,6 +20,7 @@ UMBRELLA_MATRIX = {
     "kind": (ROOT / "charts/multyworkemon/values-kind.yaml",),
     "production": (ROOT / "charts/multyworkemon/values-production.yaml",),
     "everything-off": (HERE / "values/everything-off.yaml",),
+    "oauth2-proxy": (HERE / "values/oauth2-proxy.yaml",),
 }
 STANDALONE_VALUES = (HERE / "values/standalone-external-db.yaml",)
 
@@ -128,14 +129,14 @@ def test_crd_objects_follow_the_monitoring_api(render, chart, values):
         rule_files = sorted((ROOT / "dashboards/alerts").glob("*.rules.yaml"))
         assert len(by_kind(with_api, "PrometheusRule")) == len(rule_files) > 0
     elif "everything-off" not in str(values):
-        deployments = by_kind(with_api, "Deployment")
-        assert len(by_kind(with_api, "ServiceMonitor")) == len(deployments) > 0
+        services = [d for d in by_kind(with_api, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/name"] in SERVICES]
+        assert len(by_kind(with_api, "ServiceMonitor")) == len(services) > 0
     else:
         assert not by_kind(with_api, "ServiceMonitor")
 
 
 def test_service_monitor_can_be_forced_without_the_api(render):
-    objects = render.objects("charts/ai-guesser", sets=("serviceMonitor.force=true",))
+    objects = render.objects("charts/ai-guesser", values=STANDALONE_VALUES, sets=("serviceMonitor.force=true",))
     assert len(by_kind(objects, "ServiceMonitor")) == 1
 
 

@@ -9,9 +9,13 @@ only below: tests/k8s reads it too. The schema is charts/multyworkemon-lib/servi
 {{- define "mw.defaults" -}}
 # Release-wide settings, normally set once in the umbrella chart (charts/multyworkemon).
 global:
-  # X-Service-Token shared by the four services (empty: no check). Placeholder only; in
-  # production name a Secret instead (existingSecret).
-  serviceToken: ""
+  # SERVICE_TOKEN, which the four services share (X-Service-Token), is read from a Secret, never
+  # from values: existingSecret names yours (key SERVICE_TOKEN); generate is set by the umbrella
+  # chart, which makes <release>-service-token once and keeps it. A service chart installed alone
+  # needs existingSecret (or secrets.values.SERVICE_TOKEN / secrets.existingSecret).
+  serviceToken:
+    existingSecret: ""
+    generate: false
   # A Secret holding every secret setting of every service (DATABASE_URL, SERVICE_TOKEN,
   # LLM_API_KEY, IMAP_PASSWORD, ...); used when a chart names no Secret of its own.
   existingSecret: ""
@@ -60,8 +64,7 @@ secrets:
   existingSecret: ""
   # Used when no existing Secret is named: the chart makes one from the non-empty entries.
   # Placeholders only, never real credentials in a values file.
-  values:
-    SERVICE_TOKEN: ""
+  values: {}
 
 database:
   # The service uses PostgreSQL (needs DATABASE_URL). The secretary's and the analyst's pods apply
