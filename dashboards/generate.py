@@ -396,7 +396,7 @@ def health_dashboard() -> dict:
                    unit="ops", stack=True, description="Actions per second by kind and outcome.", width=24),
         row("Database"),
         stat("Database reachable", [query(or_down(f"min by (service_name) ({db_up})", db_up, "service_name"), "{{service_name}}", instant=True)],
-             description="`mw_db_up`: the last database check of each service that uses PostgreSQL; SERVICE DOWN when no instance of the service answers.",
+             description="`mw_db_up`: the last database check of each service that keeps data in PostgreSQL (the secretary, the analyst); SERVICE DOWN when no instance of the service answers; NO DATA when none of the selected services has a database.",
              mappings=REACHABLE, thresholds=RED_BELOW_1, width=8),
         timeseries("Database reachable over time", [query(f"min by (service_name) (mw_db_up{{{sel}}})", "{{service_name}}")],
                    description="1 while the database answers the service's checks; dips show outages and failovers.", width=16),
