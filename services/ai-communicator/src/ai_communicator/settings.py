@@ -41,6 +41,15 @@ class CommunicatorSettings(ServiceSettings):
     mail_from: str = ""  # defaults to the SMTP user (Yandex refuses any other sender)
     mail_ca_file: str = ""  # extra CA bundle for a mail server with a private certificate
     mail_timeout: float = 30.0
+    # Whose From is believed (side actions need it; docs/communicator.md "Who sent a mail"):
+    # the authserv-ids of our own mail server's Authentication-Results, comma-separated, "*.suffix"
+    # for a farm of servers; and relays (IPs or CIDRs) whose mail counts as authenticated.
+    mail_authserv_id: str = ""
+    mail_trusted_relays: str = ""
+    mail_replies_per_hour: int = 10  # per sender, against mail loops; 0: no cap
+    mail_max_bytes: int = 2_000_000  # a larger mail is set aside unread, its sender told so
+    mail_max_header_bytes: int = 65_536  # the header section read at most
+    mail_max_text_chars: int = 20_000  # of a mail's text handed to the secretary and quoted in the reply
 
     # Telegram: on when TELEGRAM_BOT_TOKEN is set.
     telegram_bot_token: SecretStr = SecretStr("")

@@ -27,12 +27,14 @@ from .responses import error_response
 from .settings import ServiceSettings
 from .views import describe_validation_error
 
-# A readiness check answers (ok, detail) quickly and never calls an LLM.
+# A readiness (or liveness) check answers (ok, detail) quickly and never calls an LLM.
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 SETTINGS = web.AppKey("settings", ServiceSettings)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 READINESS_CHECKS = web.AppKey("readiness_checks", dict)
+# Only what a restart of the process would cure (a background task that died for good).
+LIVENESS_CHECKS = web.AppKey("liveness_checks", dict)
 STATE = web.AppKey("state", dict)
 
 ALWAYS_PUBLIC = ("/health", "/metrics", "/oas")
@@ -79,6 +81,7 @@ def create_service_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[READINESS_CHECKS] = {}
+    app[LIVENESS_CHECKS] = {}
     app[STATE] = {"shutting_down": False, "service": service, "version": version}
     app.router.add_get("/health", _health)
     app.router.add_get("/health/live", _live)
@@ -193,16 +196,22 @@ async def readiness(app: web.Application) -> tuple[bool, dict[str, dict]]:
     checks: dict[str, dict] = {}
     if app[STATE]["shutting_down"]:
         checks["shutdown"] = {"ok": False, "detail": "shutting down"}
-    results = await asyncio.gather(*(check() for check in app[READINESS_CHECKS].values()), return_exceptions=True)
-    for name, result in zip(app[READINESS_CHECKS], results):
+    checks.update(await _run_checks(app[READINESS_CHECKS]))
+    ok = all(check["ok"] for check in checks.values())
+    app[METRICS].ready.set({}, 1 if ok else 0)
+    return ok, checks
+
+
+async def _run_checks(registered: dict[str, ReadinessCheck]) -> dict[str, dict]:
+    results = await asyncio.gather(*(check() for check in registered.values()), return_exceptions=True)
+    checks: dict[str, dict] = {}
+    for name, result in zip(registered, results):
         if isinstance(result, BaseException):
             checks[name] = {"ok": False, "detail": type(result).__name__}
         else:
             ok, detail = result
             checks[name] = {"ok": ok, "detail": detail}
-    ok = all(check["ok"] for check in checks.values())
-    app[METRICS].ready.set({}, 1 if ok else 0)
-    return ok, checks
+    return checks
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -219,7 +228,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _live(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    checks = await _run_checks(request.app[LIVENESS_CHECKS])
+    if all(check["ok"] for check in checks.values()):
+        return web.json_response({"status": "ok", **({"checks": checks} if checks else {})})
+    return web.json_response({"status": "down", "checks": checks}, status=503)
 
 
 async def _ready(request: web.Request) -> web.Response:
