@@ -74,6 +74,9 @@ class Inbound:
     arrived: float  # epoch seconds
     reply: Callable[[str], Awaitable[str | None]]  # sends the text back; returns the sent message's id
     sender_label: str = ""  # how colleagues see the sender (name and address)
+    thread: str | None = None
+    verified: bool = False
+    handle: str | None = None
 
 
 @dataclass

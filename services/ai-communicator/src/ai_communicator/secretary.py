@@ -51,3 +51,17 @@ class Secretary:
 
     async def close(self) -> None:
         await self.client.close()
+
+    async def close_thread(self, channel: str, username: str, thread: str) -> int:
+        """Close the conversations of a channel's thread ("Новый разговор", Telegram /new); how many.
+
+        0 from a secretary without the endpoint (the seed's): its conversations are not threaded,
+        so a new thread id alone is all there is to do.
+        """
+        try:
+            body = await self.client.post_json("/conversations/close", {"channel": channel, "username": username, "thread": thread})
+        except UpstreamError as exc:
+            if exc.answered in (404, 405):
+                return 0
+            raise
+        return int(body.get("closed") or 0)
