@@ -133,14 +133,17 @@ class WebIdentity:
         anonymous_id = known if _ANONYMOUS_ID.match(known) else secrets.token_hex(16)
         return Sender(ANONYMOUS + anonymous_id, False, address, anonymous_id, secure)
 
-    def admit(self, sender: Sender) -> None:
-        """429 when this client sends too fast; anonymous ones are limited per address too."""
+    def admitted(self, request: web.Request) -> Sender:
+        """The sender of a request that asks the secretary for something, or a 429 when this client
+        sends too fast (anonymous ones are limited per address too: a new cookie is free)."""
+        sender = self.sender(request)
         try:
             if not sender.verified:
                 self.per_address.check(sender.address)
             self.per_user.check(sender.username)
         except ApiError as exc:
             raise ApiError(429, RATE_LIMITED.format(exc.headers["Retry-After"]), headers=exc.headers) from None
+        return sender
 
 
 IDENTITY = web.AppKey("web_identity", WebIdentity)
@@ -163,8 +166,7 @@ class ChatView(ContractView):
         Tags: chat
         """
         app = self.request.app
-        sender = app[IDENTITY].sender(self.request)
-        app[IDENTITY].admit(sender)
+        sender = app[IDENTITY].admitted(self.request)
         metrics = app[CHANNEL_METRICS]
         shown: list[str] = []
 
@@ -209,8 +211,7 @@ class NewConversationView(ContractView):
         Tags: chat
         """
         app = self.request.app
-        sender = app[IDENTITY].sender(self.request)
-        app[IDENTITY].admit(sender)
+        sender = app[IDENTITY].admitted(self.request)
         closed = 0
         if body.thread:
             try:
