@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import aiohttp
@@ -170,14 +171,14 @@ async def test_the_visitor_is_who_a_trusted_proxy_says_else_anonymous(core):
         # The header from a peer that is not a trusted proxy, or with no proxy at all: ignored.
         for communicator in (elsewhere, plain):
             async with browser_session() as browser:
-                status, _, headers = await send(browser, f"{communicator.url}/api/chat", body, ANTON)
+                status, answer, headers = await send(browser, f"{communicator.url}/api/chat", body, ANTON)
                 again, _, _ = await send(browser, f"{communicator.url}/api/chat", {"message": "А за сентябрь?"}, ANTON)
             first, second = seen[communicator.url]
             assert status == again == 200 and re.fullmatch(r"anon:[0-9a-f]{32}", first.username), first.username
             assert not first.verified and second.username == first.username, "one browser, one anonymous identity"
             cookie = headers["Set-Cookie"]
             assert f"mw_visitor={first.username[5:]}" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-            assert "Secure" not in cookie
+            assert "Secure" not in cookie and first.username[5:] not in json.dumps(answer), "scripts never see the anonymous id"
         async with browser_session() as other:
             await send(other, f"{plain.url}/api/chat", body)
         assert seen[plain.url][-1].username not in (seen[plain.url][0].username, "smirnovanton"), "another browser is someone else"

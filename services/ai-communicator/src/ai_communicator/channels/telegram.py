@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 import structlog
 from aiogram import Bot, Dispatcher, F, Router
@@ -101,11 +102,17 @@ async def send_text(bot: Bot, chat_id: int | str, text: str, reply_to: int | Non
     return first or ""
 
 
-def _new_trace() -> None:
-    """One request id for the message about to be handled: in this task's log lines and calls."""
+@contextmanager
+def _trace() -> Iterator[str]:
+    """One request id for one update, retries included: in its log lines and on every call it makes."""
     request_id = uuid.uuid4().hex
-    request_id_var.set(request_id)
-    structlog.contextvars.bind_contextvars(trace_id=request_id)
+    token = request_id_var.set(request_id)
+    bound = structlog.contextvars.bind_contextvars(trace_id=request_id)
+    try:
+        yield request_id
+    finally:
+        structlog.contextvars.reset_contextvars(**bound)
+        request_id_var.reset(token)
 
 
 class TelegramChannel:
@@ -185,8 +192,7 @@ class TelegramChannel:
         waiting = self._chats.get(chat_id)
         if waiting is not None and len(waiting) >= self.settings.telegram_chat_queue:
             self._handled.add(update.update_id)
-            # Its own task: its own request id, not the polling loop's.
-            await asyncio.create_task(self._decline(update))
+            await self._decline(update)
             return
         self._open.add(update.update_id)
         if waiting is None:
@@ -212,20 +218,20 @@ class TelegramChannel:
                 del self._chats[chat_id]
 
     async def _handle(self, update: Update) -> None:
-        _new_trace()
-        try:
-            await self.dispatcher.feed_update(self.bot, update)
-        except TelegramAPIError as exc:  # a greeting or a hint that could not be sent: nothing to retry
-            log.warning("could not answer a Telegram command", error=str(exc), labels={"update_id": str(update.update_id)})
-        except Exception:  # noqa: BLE001 - a bug must not wedge the chat (messages themselves are retried in _text)
-            log.exception("a Telegram update failed; moving on", labels={"update_id": str(update.update_id)})
+        with _trace():
+            try:
+                await self.dispatcher.feed_update(self.bot, update)
+            except TelegramAPIError as exc:  # a greeting or a hint that could not be sent: nothing to retry
+                log.warning("could not answer a Telegram command", error=str(exc), labels={"update_id": str(update.update_id)})
+            except Exception:  # noqa: BLE001 - a bug must not wedge the chat (messages themselves are retried in _text)
+                log.exception("a Telegram update failed; moving on", labels={"update_id": str(update.update_id)})
 
     async def _decline(self, update: Update) -> None:
-        _new_trace()
-        log.warning("a chat has too many messages waiting; declined one", labels={"update_id": str(update.update_id)})
-        if update.message is not None:
-            with suppress(Failure):
-                await send_text(self.bot, update.message.chat.id, BUSY, update.message.message_id)
+        with _trace():
+            log.warning("a chat has too many messages waiting; declined one", labels={"update_id": str(update.update_id)})
+            if update.message is not None:
+                with suppress(Failure):
+                    await send_text(self.bot, update.message.chat.id, BUSY, update.message.message_id)
 
     async def _stop_chats(self) -> None:
         workers = list(self._workers)

@@ -195,8 +195,11 @@ class ChatView(ContractView):
             raise ApiError(502, "Сообщение не удалось обработать; отправьте его ещё раз или напишите иначе") from None
         metrics.answered(CHANNEL, message.arrived)
         outcome = handled.outcome
+        answer = handled.answer.model_dump(by_alias=True)
+        if not sender.verified and answer.get("person"):
+            answer["person"] = None  # it names the anonymous id, which only the HttpOnly cookie may hold
         return _remember(json_response({
-            **handled.answer.model_dump(by_alias=True),
+            **answer,
             "reply": handled.text,
             "action_result": outcome.__dict__ if outcome else None,
         }), sender)
