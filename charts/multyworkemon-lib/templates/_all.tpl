@@ -1,6 +1,7 @@
 {{/* Everything a service chart renders; its templates/ holds one line that includes this. */}}
 {{- define "mw.all" -}}
-{{- $parts := list "mw.serviceaccount" "mw.configmap" "mw.secret" "mw.deployment" "mw.service" "mw.servicemonitor" "mw.ingress" "mw.hpa" "mw.pdb" "mw.networkpolicy" "mw.migrationsJob" "mw.testPod" }}
+{{- include "mw.applyDefaults" . }}
+{{- $parts := list "mw.serviceaccount" "mw.configmap" "mw.secret" "mw.deployment" "mw.service" "mw.servicemonitor" "mw.ingress" "mw.hpa" "mw.pdb" "mw.networkpolicy" "mw.testPod" }}
 {{- range $parts }}
 {{- $out := include . $ | trim }}
 {{- if $out }}
@@ -11,8 +12,9 @@
 {{- end }}
 
 {{- define "mw.notes" -}}
+{{- include "mw.applyDefaults" . }}
 {{- $name := include "mw.fullname" . -}}
-{{- $port := .Values.service.port | default .Values.port -}}
+{{- $port := include "mw.ownServicePort" . -}}
 {{ .Chart.Name }} {{ .Chart.AppVersion }} is installed as {{ $name }} in namespace {{ .Release.Namespace }}.
 
 Reach it from your machine:

@@ -1,6 +1,6 @@
 {{/*
 Names and labels. Every object of a service carries the same labels; pods are selected by
-name + instance only, so a helm-test or migration pod never lands behind the Service.
+name + instance only, so a helm-test pod never lands behind the Service.
 */}}
 
 {{- define "mw.name" -}}
@@ -25,6 +25,26 @@ name + instance only, so a helm-test or migration pod never lands behind the Ser
 {{- end }}
 {{- end }}
 
+{{/*
+The port of each service's Service, the one number its own Service and its callers' URLs share
+(GUESSER_URL, ANALYST_URL, SECRETARY_URL): global.servicePorts overrides these defaults, so one
+change moves both ends. (A subchart cannot read a sibling's values, hence global.)
+*/}}
+{{- define "mw.servicePort" -}}
+{{- $ports := dict "ai-secretary" 8000 "ai-guesser" 8001 "ai-systemanalitic" 8002 "ai-communicator" 8003 }}
+{{- $ports = mustMergeOverwrite $ports ((.root.Values.global).servicePorts | default dict) }}
+{{- index $ports .name | required (printf "global.servicePorts has no port for %s" .name) }}
+{{- end }}
+
+{{/* http://<peer's fullname>:<peer's Service port>: (dict "root" $ "name" "ai-guesser"). */}}
+{{- define "mw.peerURL" -}}
+http://{{ include "mw.peerFullname" . }}:{{ include "mw.servicePort" . }}
+{{- end }}
+
+{{- define "mw.ownServicePort" -}}
+{{- include "mw.servicePort" (dict "root" . "name" .Chart.Name) }}
+{{- end }}
+
 {{- define "mw.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -40,6 +60,13 @@ helm.sh/chart: {{ include "mw.chart" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: multyworkemon
+app.kubernetes.io/component: {{ .Values.component }}
+{{- end }}
+
+{{/* The umbrella's oauth2-proxy pods, which the communicator admits when they front it. */}}
+{{- define "mw.oauth2ProxySelectorLabels" -}}
+app.kubernetes.io/name: oauth2-proxy
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "mw.serviceAccountName" -}}
@@ -70,7 +97,7 @@ app.kubernetes.io/part-of: multyworkemon
 {{- if not (or .Values.secrets.existingSecret (.Values.global).existingSecret) }}true{{ end }}
 {{- end }}
 
-{{/* The data of the chart-made Secret: non-empty values plus the release-wide service token. */}}
+{{/* The data of the chart-made Secret: its non-empty values. */}}
 {{- define "mw.secretData" -}}
 {{- $data := dict }}
 {{- range $key, $value := .Values.secrets.values }}
@@ -80,10 +107,40 @@ app.kubernetes.io/part-of: multyworkemon
 {{- /* the bundled PostgreSQL's DATABASE_URL is projected in beside this Secret; two would clash */}}
 {{- $_ := unset $data "DATABASE_URL" }}
 {{- end }}
-{{- if and (.Values.global).serviceToken (not (hasKey $data "SERVICE_TOKEN")) }}
-{{- $_ := set $data "SERVICE_TOKEN" (toString .Values.global.serviceToken) }}
-{{- end }}
 {{- toYaml $data }}
+{{- end }}
+
+{{/*
+The Secret whose SERVICE_TOKEN key every service of the release reads ("" when none): the one
+named in global.serviceToken.existingSecret, else the one the umbrella chart generates.
+*/}}
+{{- define "mw.serviceTokenSecret" -}}
+{{- $token := (.Values.global).serviceToken | default dict }}
+{{- if $token.existingSecret }}
+{{- tpl $token.existingSecret . }}
+{{- else if $token.generate }}
+{{- printf "%s-service-token" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Services refuse to start without SERVICE_TOKEN (unless ALLOW_INSECURE), so say it at render time.
+A named Secret of the chart's own is trusted to hold it.
+*/}}
+{{- define "mw.requireServiceToken" -}}
+{{- $insecure := has (lower (toString (.Values.config.ALLOW_INSECURE | default ""))) (list "1" "true" "yes" "on") }}
+{{- if not (or (include "mw.serviceTokenSecret" .) (not (include "mw.createSecret" .)) .Values.secrets.values.SERVICE_TOKEN $insecure) }}
+{{- fail (printf "%s needs SERVICE_TOKEN, shared by the services of a release: set global.serviceToken.existingSecret (a Secret with a SERVICE_TOKEN key), or install the umbrella chart, which generates one" .Chart.Name) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The umbrella's oauth2-proxy in front of the communicator's web chat (global.oauth2Proxy): its
+setting `key` when it is on and this is the communicator, else "". (dict "root" $ "key" "enabled")
+*/}}
+{{- define "mw.webProxy" -}}
+{{- $proxy := (.root.Values.global).oauth2Proxy | default dict }}
+{{- if and $proxy.enabled (eq .root.Chart.Name "ai-communicator") }}{{ index $proxy .key }}{{ end }}
 {{- end }}
 
 {{/* The bundled PostgreSQL of the umbrella chart, when it is on. */}}
@@ -110,6 +167,30 @@ app.kubernetes.io/part-of: multyworkemon
 {{- if ne $text "" }}{{ $_ := set $data $key $text }}{{ end }}
 {{- end }}
 {{- toYaml $data }}
+{{- end }}
+
+{{/*
+Saved files and knowledge documents (file name -> content): the values' own, plus with
+global.samples the chart's samples/ folder (links to the repository's sample users directory and
+knowledge base, what `make run` loads). A file in values wins over a sample of the same name.
+*/}}
+{{- define "mw.files" -}}
+{{- include "mw.withSamples" (dict "root" . "given" .Values.files "glob" "samples/files/*") }}
+{{- end }}
+
+{{- define "mw.knowledge" -}}
+{{- include "mw.withSamples" (dict "root" . "given" .Values.knowledge "glob" "samples/knowledge/*.md") }}
+{{- end }}
+
+{{- define "mw.withSamples" -}}
+{{- $out := dict }}
+{{- if (.root.Values.global).samples }}
+{{- range $path, $_ := .root.Files.Glob .glob }}
+{{- $_ := set $out (base $path) ($.root.Files.Get $path) }}
+{{- end }}
+{{- end }}
+{{- $out = mustMergeOverwrite $out (deepCopy (.given | default dict)) }}
+{{- if $out }}{{ toYaml $out }}{{ end }}
 {{- end }}
 
 {{- define "mw.filesPath" -}}/etc/multyworkemon/files{{- end }}

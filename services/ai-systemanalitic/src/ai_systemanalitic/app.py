@@ -6,17 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from pathlib import Path
+from typing import Annotated
 
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r400, r404, r502, r503, r504
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
-from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
-from multyworkemon_common.contract import AnalyticsPlan, Channel, ErrorResponse, PreparedAnalytics, Source
+from multyworkemon_common.app import METRICS, READINESS_CHECKS, attach_llm, create_service_app, finish_app
+from multyworkemon_common.contract import AnalyticsPlan, AnalyticsRequest, Channel, DatabaseId, ErrorResponse, PreparedAnalytics, Source, users_words
 from multyworkemon_common.database import Database, apply_migrations, attach_schema
-from multyworkemon_common.errors import ApiError, json_response
-from multyworkemon_common.llm import StructuredAsker, attach_llm
-from multyworkemon_common.llm.embeddings import EmbeddingsSettings, build_embeddings
+from multyworkemon_common.errors import ApiError
+from multyworkemon_common.llm import EmbeddingsSettings, StructuredAsker, build_embeddings
+from multyworkemon_common.responses import json_response
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.prompts import saved_prompt
 from multyworkemon_common.settings import DatabaseSettings
@@ -54,25 +55,6 @@ class AnalystSettings(DatabaseSettings, EmbeddingsSettings):
     knowledge_min_similarity: float = Field(0.3, ge=-1, le=1)
 
 
-class AnalyticsRequest(BaseModel):
-    context: str = Field(min_length=1, description="The guesser's description of the request's context")
-    request: str = Field(min_length=1, description="The request text, or the whole discussion so far")
-    channel: Channel | None = Field(None, description="Where the request came from; the default reply action follows it")
-    username: str | None = None
-    department: str | None = None
-    position: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _accept_seed_alias(cls, data):
-        # The seed names this parameter both `context` and `preparedcontext`.
-        if isinstance(data, dict):
-            data = {key: value for key, value in data.items() if value is not None}
-            if not data.get("context") and data.get("preparedcontext"):
-                data["context"] = data["preparedcontext"]
-        return data
-
-
 class PrepareAnalyticsView(ContractView):
     async def get(
         self,
@@ -104,8 +86,9 @@ class PrepareAnalyticsView(ContractView):
     async def _prepare(self, fields: AnalyticsRequest) -> web.Response:
         app = self.request.app
         grounding = app[GROUNDING]
-        found, searched = await grounding.sources(fields.context, fields.request)
-        payload = fields.model_dump(exclude_none=True)
+        found, searched = await grounding.sources(fields.context, users_words(fields.discussion, fields.request))
+        # The model reads the structured discussion when there is one; `request` would repeat it.
+        payload = fields.model_dump(exclude_none=True, exclude={"request"} if fields.discussion else {"discussion"})
         payload["sources"] = grounding.for_model(found)
         plan = await app[ASKER].ask(app[PROMPT], payload, AnalyticsPlan)
         response = await grounding.checked(plan.response, found, searched)
@@ -165,13 +148,13 @@ class SearchResult(BaseModel):
 
 
 class DocumentsView(ContractView):
-    async def get(self, limit: int = 50, offset: int = 0) -> r200[DocumentPage] | r400[ErrorResponse] | r503[ErrorResponse]:
+    async def get(
+        self, limit: Annotated[int, Field(ge=1, le=500)] = 50, offset: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    ) -> r200[DocumentPage] | r400[ErrorResponse] | r503[ErrorResponse]:
         """The knowledge base's documents, by title.
 
         Tags: knowledge base
         """
-        if not 1 <= limit <= 500 or offset < 0:
-            raise ApiError(400, "Parameter 'limit' must be between 1 and 500 and 'offset' not negative")
         total, items = await self.request.app[KNOWLEDGE].list(limit, offset)
         return json_response({"total": total, "limit": limit, "offset": offset, "items": items})
 
@@ -192,7 +175,7 @@ class DocumentsView(ContractView):
 
 
 class DocumentView(ContractView):
-    async def get(self, document_id: int, /) -> r200[DocumentFull] | r404[ErrorResponse] | r503[ErrorResponse]:
+    async def get(self, document_id: DatabaseId, /) -> r200[DocumentFull] | r404[ErrorResponse] | r503[ErrorResponse]:
         """One document with its text.
 
         Tags: knowledge base
@@ -202,7 +185,7 @@ class DocumentView(ContractView):
             raise ApiError(404, f"Document {document_id} does not exist")
         return json_response(document)
 
-    async def delete(self, document_id: int, /) -> r204 | r404[ErrorResponse] | r503[ErrorResponse]:
+    async def delete(self, document_id: DatabaseId, /) -> r204 | r404[ErrorResponse] | r503[ErrorResponse]:
         """Delete a document (one from the folder comes back at the next load if its file is still there).
 
         Tags: knowledge base

@@ -24,8 +24,9 @@ from multyworkemon_common.database import CONNECTION_ERRORS, Database, DatabaseU
 from multyworkemon_common.llm import LLMError
 from multyworkemon_common.logging import get_logger
 
+from multyworkemon_common.links import link_key
+
 from .documents import Document, Progress, plain_text
-from .links import link_key
 from .semantic import Semantic
 
 # Only stems made of letters, digits and inner hyphens take part; that also makes quote_literal(stem)::tsquery safe.

@@ -1,6 +1,6 @@
 """Semantic retrieval: each document's embedding vector in pgvector, the nearest ones found beside the words.
 
-On when `EMBEDDINGS_MODEL` is set (multyworkemon_common.llm.embeddings). The vectors live in
+On when `EMBEDDINGS_MODEL` is set (multyworkemon_common.llm: EmbeddingsSettings, build_embeddings). The vectors live in
 `knowledge_embeddings`, made here rather than in a migration because the `vector` extension is
 needed only then (and not every PostgreSQL has it; the embedded one ships pgvector 0.6.2). A vector
 is kept with the document's checksum and the model's name, so a load embeds only the documents

@@ -1,12 +1,15 @@
-"""The embeddings client over the OpenAI wire format (llm/embeddings.py says when it is used)."""
+"""Embeddings (text -> vector) from any OpenAI-compatible `/v1/embeddings` endpoint: OpenAI, YandexGPT, vLLM, Ollama.
+
+The endpoint and key default to the LLM's (`LLM_BASE_URL`, `LLM_API_KEY`); a provider whose
+embeddings live elsewhere gets `EMBEDDINGS_BASE_URL` and `EMBEDDINGS_API_KEY` (base.EmbeddingsSettings).
+"""
 
 from __future__ import annotations
 
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from .base import LLMError, LLMRateLimited, LLMTimeout, LLMUnavailable
-from .embeddings import EmbeddingsSettings
+from .base import EmbeddingsSettings, LLMError, LLMRateLimited, LLMTimeout, LLMUnavailable
 from .openai_model import provider_errors
 
 
