@@ -20,6 +20,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -156,6 +157,7 @@ class Bench:
         self.services: list[Service] = []
         self.stub = OpenAIWireServer()
         self.results: list[Result] = []
+        self.token = secrets.token_urlsafe(24)
 
     # Starting and stopping the system.
     @staticmethod
@@ -182,6 +184,8 @@ class Bench:
             "LLM_BASE_URL": self.stub.base_url,
             "LLM_API_KEY": "bench-placeholder-key",
             "LLM_MODEL": "bench-model",
+            # Every service refuses to start without the shared token; wrk sends it (analyze.lua).
+            "SERVICE_TOKEN": self.token,
             # Every bench user sends far more than a person would; keep the limiter on but out of the way.
             "RATE_LIMIT_PER_MINUTE": "1000000",
             "RATE_LIMIT_BURST": "1000000",
@@ -230,7 +234,7 @@ class Bench:
         """Run wrk; answer its figures, the peak RSS of `watch` and the CPU seconds wrk used."""
         process = await asyncio.create_subprocess_exec(
             self.wrk, "-t2", f"-c{users}", f"-d{round(seconds)}s", "--timeout", "10s", "-s", str(LUA), url,
-            env={**os.environ, "USERS": str(users)}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "USERS": str(users), "SERVICE_TOKEN": self.token}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         peaks = {pid: 0 for pid in watch}
         wrk_cpu = 0.0
