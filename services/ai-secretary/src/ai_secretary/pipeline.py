@@ -136,8 +136,10 @@ class Pipeline:
     async def _decide(
         self, fields: AnalyzeRequest, person: PersonInfo, conversation, discussion: list[DiscussionTurn], timings: dict[str, float]
     ) -> tuple[AnalysisResponse, dict, str, bool]:
-        # `request` carries the discussion as text for peers that implement only the seed.
+        # A first message is just the request; a longer discussion travels as turns, and `request`
+        # carries it as text for peers that implement only the seed.
         request_text = discussion_text(discussion) if len(discussion) > 1 else fields.request
+        discussion = discussion if len(discussion) > 1 else []
         step = time.perf_counter()
         guess = await self.guesser.call("/get-context", ContextRequest(
             username=person.username, department=person.department, position=person.position,
