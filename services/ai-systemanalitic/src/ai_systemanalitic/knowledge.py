@@ -8,6 +8,11 @@ base (BM25's idf) x `ts_rank` of the stem in the document, where a title weighs 
 next and the text least; the sum shrinks with the share of the request's words the document
 lacks. A document is relevant only if it shares a word with the request that at most half the
 documents have; documents below `min_score`, or far below the best one, are left out.
+
+Only a bounded set of candidates is scored, so a search costs about the same at 100 and 100,000
+documents: those with a word of the request in their title or tags, and those holding its rarest
+words, each set read through its index and cut (CANDIDATES, RARE_WORDS_BUDGET; bench/knowledge.py
+measures the cuts). With embeddings on, the nearest documents by vector are fused in (`fuse`).
 """
 
 from __future__ import annotations
