@@ -11,7 +11,9 @@ from aiohttp_pydantic.oas.typing import r200, r201, r400, r404, r409, r413, r429
 from pydantic import BaseModel, Field
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
-from multyworkemon_common.contract import ActionRecord, AnalysisResponse, AnalyzeRequest, Channel, CloseThread, DatabaseId, ErrorResponse
+from multyworkemon_common.contract import (
+    ActionRecord, AnalysisResponse, AnalyzeRequest, Channel, CloseThread, DatabaseId, ErrorResponse, FeedbackRequest, FeedbackResult,
+)
 from multyworkemon_common.database import Database, apply_migrations, attach_schema
 from multyworkemon_common.errors import ApiError
 from multyworkemon_common.responses import json_response
@@ -149,6 +151,16 @@ class ActionResultView(ContractView):
         return json_response({"id": result_id, "turn_id": turn_id}, status=201)
 
 
+class FeedbackView(ContractView):
+    async def put(self, body: FeedbackRequest) -> r200[FeedbackResult] | r400[ErrorResponse] | r404[ErrorResponse] | r503[ErrorResponse]:
+        """Rate an answer (👍 up, 👎 down) for the person it was given to; sending again changes the rating.
+
+        Tags: conversations
+        """
+        result = await self.request.app[PIPELINE].rate(body)
+        return json_response(result.model_dump())
+
+
 class UserView(ContractView):
     async def get(self, username: str, /) -> r200[dict] | r404[ErrorResponse] | r503[ErrorResponse]:
         """A person from the users directory, by user name, e-mail or Telegram user name.
@@ -202,5 +214,6 @@ def create_app(settings: SecretarySettings | None = None) -> web.Application:
     app.router.add_view("/conversations/close", CloseThreadView)
     app.router.add_view("/conversations/{conversation_id}", ConversationView)
     app.router.add_view("/turns/{turn_id}/action-result", ActionResultView)
+    app.router.add_view("/feedback", FeedbackView)
     app.router.add_view("/users/{username}", UserView)
     return finish_app(app, "ai-secretary API")

@@ -220,6 +220,22 @@ class Store:
             turn_id, action, status, external_id, detail,
         )
 
+    async def rate_turn(self, owner: str, channel: str, rating: str, turn_id: int | None, reply_id: str | None) -> tuple[int, str | None] | None:
+        """Store a rating on an answered turn of `owner` in `channel`: (turn id, the rating before),
+        or None when there is no such turn of theirs (another person's turn looks the same)."""
+        turn = "$4" if turn_id is not None else (
+            "(SELECT a.turn_id FROM action_results a WHERE a.external_id = $4 AND a.status = 'done' ORDER BY a.id DESC LIMIT 1)"
+        )
+        row = await self._run(
+            "fetchrow",
+            f"""WITH old AS (SELECT id, feedback FROM turns WHERE id = {turn} AND username = $1 AND channel = $2
+                             AND status = 'answered' FOR UPDATE)
+                UPDATE turns t SET feedback = $3, feedback_at = now() FROM old WHERE t.id = old.id
+                RETURNING t.id, old.feedback AS before""",
+            owner, channel, rating, turn_id if turn_id is not None else reply_id,
+        )
+        return (row["id"], row["before"]) if row else None
+
     # Reading for operators and the web chat.
     async def list_conversations(self, username: str | None, channel: str | None, status: str | None, limit: int, offset: int) -> tuple[int, list[dict]]:
         where, args = [], []

@@ -40,19 +40,58 @@ function render() {
     if (item.sources && item.sources.length) {
       const sources = document.createElement("span");
       sources.className = "sources";
-      for (const source of item.sources) {
+      for (const [n, source] of item.sources.entries()) {
         const a = document.createElement("a");
         a.href = source.url;
-        a.textContent = source.title;
+        a.textContent = `[${n + 1}] ${source.title}`;
         a.target = "_blank";
         a.rel = "noopener noreferrer";
         sources.appendChild(a);
       }
       li.appendChild(sources);
     }
+    if (item.turn) li.appendChild(feedbackButtons(item));
     list.appendChild(li);
   }
   list.lastElementChild?.scrollIntoView({ block: "end" });
+}
+
+// 👍/👎 under an answer: the server keeps one rating per answer, and a second press changes it.
+function feedbackButtons(item) {
+  const box = document.createElement("span");
+  box.className = "feedback";
+  box.setAttribute("role", "group");
+  box.setAttribute("aria-label", "Ответ помог?");
+  for (const [rating, label, name] of [["up", "👍", "Ответ помог"], ["down", "👎", "Ответ не помог"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "rate " + rating;
+    button.textContent = label;
+    button.title = name;
+    button.setAttribute("aria-label", name);
+    button.setAttribute("aria-pressed", String(item.rating === rating));
+    button.addEventListener("click", () => rate(item, rating));
+    box.appendChild(button);
+  }
+  return box;
+}
+
+async function rate(item, rating) {
+  try {
+    const response = await fetch("/api/chat/feedback", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ turn_id: item.turn, rating }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.message || `ошибка ${response.status}`);
+    item.rating = rating;
+    save();
+    render();
+    $("status").textContent = "Спасибо за оценку!";
+  } catch (error) {
+    $("status").textContent = `Оценка не сохранена: ${error.message}`;
+  }
 }
 
 function add(item) {
@@ -89,6 +128,7 @@ async function send(event) {
       text: body.reply,
       meta: body.action === "уточнить" ? "уточняющий вопрос" : done,
       sources: body.sources || [],
+      turn: body.rated_turn || null,
     });
     $("status").textContent = "";
   } catch (error) {
