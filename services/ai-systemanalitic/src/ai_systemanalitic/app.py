@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Annotated
 
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r400, r404, r502, r503, r504
 from pydantic import BaseModel, Field
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, attach_llm, create_service_app, finish_app
-from multyworkemon_common.contract import AnalyticsPlan, AnalyticsRequest, Channel, ErrorResponse, PreparedAnalytics, Source, users_words
+from multyworkemon_common.contract import AnalyticsPlan, AnalyticsRequest, Channel, DatabaseId, ErrorResponse, PreparedAnalytics, Source, users_words
 from multyworkemon_common.database import Database, apply_migrations, attach_schema
 from multyworkemon_common.errors import ApiError
 from multyworkemon_common.responses import json_response
@@ -141,13 +142,13 @@ class SearchResult(BaseModel):
 
 
 class DocumentsView(ContractView):
-    async def get(self, limit: int = 50, offset: int = 0) -> r200[DocumentPage] | r400[ErrorResponse] | r503[ErrorResponse]:
+    async def get(
+        self, limit: Annotated[int, Field(ge=1, le=500)] = 50, offset: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    ) -> r200[DocumentPage] | r400[ErrorResponse] | r503[ErrorResponse]:
         """The knowledge base's documents, by title.
 
         Tags: knowledge base
         """
-        if not 1 <= limit <= 500 or offset < 0:
-            raise ApiError(400, "Parameter 'limit' must be between 1 and 500 and 'offset' not negative")
         total, items = await self.request.app[KNOWLEDGE].list(limit, offset)
         return json_response({"total": total, "limit": limit, "offset": offset, "items": items})
 
@@ -168,7 +169,7 @@ class DocumentsView(ContractView):
 
 
 class DocumentView(ContractView):
-    async def get(self, document_id: int, /) -> r200[DocumentFull] | r404[ErrorResponse] | r503[ErrorResponse]:
+    async def get(self, document_id: DatabaseId, /) -> r200[DocumentFull] | r404[ErrorResponse] | r503[ErrorResponse]:
         """One document with its text.
 
         Tags: knowledge base
@@ -178,7 +179,7 @@ class DocumentView(ContractView):
             raise ApiError(404, f"Document {document_id} does not exist")
         return json_response(document)
 
-    async def delete(self, document_id: int, /) -> r204 | r404[ErrorResponse] | r503[ErrorResponse]:
+    async def delete(self, document_id: DatabaseId, /) -> r204 | r404[ErrorResponse] | r503[ErrorResponse]:
         """Delete a document (one from the folder comes back at the next load if its file is still there).
 
         Tags: knowledge base
