@@ -147,6 +147,10 @@ class MessageHandler:
             answer = await self.secretary.analyze(message)
         except UpstreamError as exc:
             raise upstream_failure(exc) from exc
+        if answer.silent:
+            # An operator holds the conversation: the message is stored for them, the bot says nothing.
+            log.info("conversation held by an operator; not answering", labels={"channel": message.channel, "turn_id": str(answer.turn_id)})
+            return Handled(answer, "", repeated=True)
         done = {record.action: record for record in answer.done_actions}
         reply_action = answer.reply_action or answer.action
         if reply_action in done and message.channel != "direct":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multyworkemon_common.contract import ActionRecord, AnalysisResponse, AnalyzeRequest, CloseThread, FeedbackRequest, FeedbackResult
+from multyworkemon_common.contract import ActionRecord, AnalysisResponse, AnalyzeRequest, CloseThread, FeedbackRequest, FeedbackResult, ThreadReplies
 from multyworkemon_common.errors import UpstreamError
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.logging import get_logger
@@ -43,6 +43,13 @@ class Secretary:
                 return None
             raise
         return FeedbackResult.model_validate(body)
+
+    async def operator_replies(self, channel: str, username: str, thread: str, after: int) -> ThreadReplies:
+        """Operators' replies in the user's thread after a turn id (the web chat polls them)."""
+        body = await self.client.request_json(
+            "GET", "/threads/replies", params={"channel": channel, "username": username, "thread": thread, "after": str(after)}
+        )
+        return ThreadReplies.model_validate(body)
 
     async def close(self) -> None:
         await self.client.close()

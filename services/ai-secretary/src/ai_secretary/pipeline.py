@@ -117,6 +117,16 @@ class Pipeline:
             reuse_turn_id=reuse_turn_id,
         )
         discussion = [*discussion_of(earlier), DiscussionTurn(role="user", text=fields.request)]
+        if conversation["taken_by"]:
+            # An operator holds this conversation: the message is theirs to answer, the bot says nothing.
+            await self.store.finish_turn(
+                turn["id"], conversation["id"], conversation["status"], False, action=reply_action(fields.channel), response="",
+            )
+            return AnalysisResponse(
+                is_enough=False, request=discussion[0].text, action=reply_action(fields.channel), question="", response="",
+                context_response="", conversation_id=conversation["id"], turn_id=turn["id"], reply_action=reply_action(fields.channel),
+                person=person, discussion=discussion, silent=True,
+            )
         timings: dict[str, float] = {}
         started = time.perf_counter()
         try:
@@ -203,7 +213,7 @@ class Pipeline:
             response=turn["response"], context_response=turn["response"], conversation_id=turn["conversation_id"],
             turn_id=turn["id"], sources=[Source.model_validate(s) for s in _json_list(turn["sources"])],
             reply_action=reply_action(fields.channel), person=person, discussion=discussion,
-            done_actions=await self.store.done_actions(turn["id"]), repeated=True,
+            done_actions=await self.store.done_actions(turn["id"]), repeated=True, silent=not turn["response"],
         )
 
 

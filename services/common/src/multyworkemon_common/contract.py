@@ -225,6 +225,7 @@ class AnalysisResponse(BaseModel):
     discussion: list[DiscussionTurn] = Field(default_factory=list, description="The whole conversation, this answer included")
     done_actions: list[ActionRecord] = Field(default_factory=list, description="Actions already carried out for this turn")
     repeated: bool = Field(False, description="The same message was answered before; this is the stored answer")
+    silent: bool = Field(False, description="An operator holds the conversation: the message is stored for them, nothing is sent")
 
 
 Rating = Literal["up", "down"]
@@ -256,3 +257,38 @@ class FeedbackResult(BaseModel):
     turn_id: int
     rating: Rating
     changed: bool = Field(description="false: the turn already had this rating")
+
+
+class TakeOver(BaseModel):
+    """An operator takes a conversation over (the bot stays silent there) or hands it back."""
+
+    operator: str = Field(min_length=1, max_length=256, description="The operator's e-mail, as the console's proxy says")
+
+
+class OperatorReply(TakeOver):
+    """A reply an operator wrote in a conversation they hold."""
+
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class OperatorReplyStored(BaseModel):
+    """The stored turn, and where the communicator must deliver it on the user's channel."""
+
+    turn_id: int
+    conversation_id: int
+    channel: Channel
+    thread: str | None = Field(None, description="tg: tg:<chat id>; email: the root Message-ID; direct: the page's conversation id")
+    address: str | None = Field(None, description="The user's e-mail address (e-mail channel)")
+    in_reply_to: str | None = Field(None, description="The channel's id of the user's last message")
+
+
+class ThreadReply(BaseModel):
+    turn_id: int
+    text: str
+    at: str
+
+
+class ThreadReplies(BaseModel):
+    """Operators' replies in a user's thread, oldest first."""
+
+    items: list[ThreadReply]

@@ -22,7 +22,7 @@ from aiohttp_pydantic.oas.typing import r200, r400, r404, r429, r502, r503
 from pydantic import BaseModel, Field, StringConstraints
 
 from multyworkemon_common.app import SETTINGS
-from multyworkemon_common.contract import AnalysisResponse, DatabaseId, ErrorResponse, FeedbackRequest, FeedbackResult, Rating
+from multyworkemon_common.contract import AnalysisResponse, DatabaseId, ErrorResponse, FeedbackRequest, FeedbackResult, Rating, ThreadReplies
 from multyworkemon_common.errors import ApiError, UpstreamError
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.ratelimit import RateLimiter
@@ -256,6 +256,23 @@ class NewConversationView(ContractView):
         return _remember(json_response(reply.model_dump()), sender)
 
 
+class UpdatesView(ContractView):
+    async def get(
+        self, thread: Annotated[str, Field(pattern=THREAD)], after: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0,
+    ) -> r200[ThreadReplies] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse]:
+        """What an operator wrote in this page's conversation after a turn id (the page polls this).
+
+        Tags: chat
+        """
+        app = self.request.app
+        sender = app[IDENTITY].sender(self.request)
+        try:
+            replies = await app[HANDLER].secretary.operator_replies(CHANNEL, sender.username, thread, after)
+        except UpstreamError as exc:
+            raise ApiError(exc.status, "Не получилось проверить новые сообщения") from None
+        return _remember(json_response(replies.model_dump(), headers={"Cache-Control": "no-store"}), sender)
+
+
 class VisitorView(ContractView):
     async def get(self) -> r200[Visitor]:
         """Who the chat takes the visitor for (shown on the page); gives an anonymous visitor its cookie.
@@ -281,6 +298,7 @@ def add_web_chat(app: web.Application, handler: MessageHandler, metrics: Channel
     app.router.add_view("/api/chat", ChatView)
     app.router.add_view("/api/chat/new", NewConversationView)
     app.router.add_view("/api/chat/feedback", FeedbackView)
+    app.router.add_view("/api/chat/updates", UpdatesView)
     app.router.add_view("/api/me", VisitorView)
 
     async def say_mode(_app: web.Application) -> None:

@@ -9,6 +9,7 @@ const ACTION_NAMES = {
   "написать в рассылку департамента": "письмо в рассылку департамента",
 };
 const STORE = "multyworkemon-chat";
+const POLL_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 const state = JSON.parse(sessionStorage.getItem(STORE) || '{"items": []}');
@@ -122,6 +123,11 @@ async function send(event) {
     }
     pending = null;
     $("message").value = "";
+    if (body.silent) {
+      // An operator holds this conversation: their reply arrives by the poll below.
+      $("status").textContent = "Сообщение передано сотруднику поддержки: он ответит здесь.";
+      return;
+    }
     const done = body.action_result && body.action_result.status === "done" ? ACTION_NAMES[body.action] : "";
     add({
       kind: body.action === "уточнить" ? "bot question" : "bot",
@@ -182,6 +188,23 @@ async function showWho() {
   }
 }
 
+// An operator who took the conversation over answers here: ask every few seconds for their replies.
+async function poll() {
+  try {
+    const query = new URLSearchParams({ thread: state.thread, after: String(state.operatorSeen || 0) });
+    const response = await fetch(`/api/chat/updates?${query}`, { cache: "no-store" });
+    if (response.ok) {
+      for (const reply of (await response.json()).items || []) {
+        state.operatorSeen = Math.max(state.operatorSeen || 0, reply.turn_id);
+        add({ kind: "bot operator", text: reply.text, meta: "ответ сотрудника поддержки" });
+      }
+    }
+  } catch (error) {
+    // Offline for a moment: the next poll catches up.
+  }
+  setTimeout(poll, POLL_MS);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   save();
   showWho();
@@ -191,4 +214,5 @@ document.addEventListener("DOMContentLoaded", () => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("chat").requestSubmit();
   });
   render();
+  poll();
 });

@@ -7,3 +7,5 @@ CREATE INDEX action_results_by_external_id ON action_results (external_id) WHERE
 -- The operator who took the conversation over (issue 15.1): the bot answers nothing there until
 -- it is handed back (NULL again).
 ALTER TABLE conversations ADD COLUMN taken_by text;
+-- A turn an operator wrote (request empty: nobody asked, the operator answered in the thread).
+ALTER TABLE turns ADD COLUMN operator text;
