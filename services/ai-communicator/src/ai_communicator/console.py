@@ -196,7 +196,6 @@ async def reply(request: web.Request) -> web.Response:
             raise
         stored = OperatorReplyStored.model_validate(body)
         deliver = request.app[DELIVERY].get(stored.channel)
-        action = "ответить на письмо" if stored.channel == "email" else "ответить сообщением"
         if deliver is None:  # the web chat shows it on its next poll; nothing to send
             done = "stored"
         else:
@@ -204,10 +203,10 @@ async def reply(request: web.Request) -> web.Response:
                 sent = await deliver(stored, text)
             except Failure as exc:
                 log.warning("an operator's reply was not delivered", error=str(exc), labels={"turn_id": str(stored.turn_id)})
-                await secretary.report(stored.turn_id, action, "failed", detail=str(exc))
+                await secretary.report(stored.turn_id, stored.action, "failed", detail=str(exc))
                 done = "failed"
             else:
-                await secretary.report(stored.turn_id, action, "done", sent, f"operator {who} replied on {stored.channel}")
+                await secretary.report(stored.turn_id, stored.action, "done", sent, f"operator {who} replied on {stored.channel}")
                 done = "sent"
     raise web.HTTPSeeOther(f"/operator/conversations/{conversation_id}?done={done}")
 

@@ -201,13 +201,14 @@ class OperatorReplyView(ContractView):
         """
         store = self.request.app[STORE]
         channel = await store.conversation_channel(conversation_id)
-        stored = channel and await store.operator_turn(conversation_id, body.operator, body.text, request_id_var.get(), reply_action(channel))
+        action = reply_action(channel or "direct")
+        stored = channel and await store.operator_turn(conversation_id, body.operator, body.text, request_id_var.get(), action)
         if stored is None:
             raise ApiError(409, "Take the conversation over first: it is not held by this operator")
         conversation, turn = stored
         address, in_reply_to = await store.recipient(conversation)
         reply = OperatorReplyStored(
-            turn_id=turn["id"], conversation_id=conversation["id"], channel=conversation["channel"], thread=conversation["thread"],
+            turn_id=turn["id"], conversation_id=conversation["id"], channel=conversation["channel"], action=action, thread=conversation["thread"],
             address=address, in_reply_to=in_reply_to,
         )
         return json_response(reply.model_dump(), status=201)

@@ -277,6 +277,7 @@ class OperatorReplyStored(BaseModel):
     turn_id: int
     conversation_id: int
     channel: Channel
+    action: Action = Field(description="The reply action on that channel, to record what was done under")
     thread: str | None = Field(None, description="tg: tg:<chat id>; email: the root Message-ID; direct: the page's conversation id")
     address: str | None = Field(None, description="The user's e-mail address (e-mail channel)")
     in_reply_to: str | None = Field(None, description="The channel's id of the user's last message")
