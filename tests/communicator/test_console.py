@@ -18,7 +18,7 @@ from support.relay import Relay
 from communicator.test_feedback import SCREENSHOTS
 from communicator.test_mail import SENDER, letter
 from communicator.test_telegram import ANTON, tg_settings
-from communicator.test_web import browser, in_thread  # noqa: F401 - browser is a fixture
+from communicator.test_web import browser, in_thread, say  # noqa: F401 - browser is a fixture
 
 OPERATOR = "irina.sokolova@example.com"
 AS_OPERATOR = {"X-Auth-Request-Email": OPERATOR}
@@ -162,4 +162,39 @@ async def test_operator_replies_reach_the_web_chat_and_the_mail_thread(core, mai
         status, html, _ = await page(f"{communicator.url}/operator/?status=operator", AS_OPERATOR)
         assert status == 200 and f"№{conversation}" in html and f"№{mail_conversation}" in html
     finally:
+        await communicator.stop()
+
+
+async def test_the_web_chat_page_shows_the_operators_reply_by_itself(core, browser):
+    communicator = await start_communicator(core.secretary, **CONSOLE)
+    user = await Relay(communicator.url, add_headers={"X-Auth-Request-Email": "smirnovanton@example.com"}).start()
+    driver = browser.driver
+    try:
+        await in_thread(lambda: driver.get(f"{user.url}/"))
+        await in_thread(lambda: say(driver, CLEAR, 1))
+        _, listing, _ = await get(f"{core.secretary}/conversations", {"channel": "direct"})
+        conversation = listing["items"][0]["id"]
+        await page(f"{communicator.url}/operator/conversations/{conversation}/take", AS_OPERATOR, {})
+
+        def ask_again() -> str:
+            driver.find_element(By.ID, "message").send_keys("Есть новости?")
+            driver.find_element(By.ID, "send").click()
+            WebDriverWait(driver, 10).until(EC.text_to_be_present_in_element((By.ID, "status"), "передано сотруднику"))
+            return driver.find_element(By.ID, "status").text
+
+        assert "сотрудник" in await in_thread(ask_again)
+        await page(f"{communicator.url}/operator/conversations/{conversation}/reply", AS_OPERATOR, {"text": "Выгрузка готова, лежит в общей папке"})
+
+        def operator_bubble() -> str:
+            WebDriverWait(driver, 15).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#conversation li.bot.operator")))
+            return driver.find_element(By.CSS_SELECTOR, "#conversation li.bot.operator").text
+
+        shown = await in_thread(operator_bubble)
+        assert "Выгрузка готова" in shown and "ответ сотрудника поддержки" in shown
+        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+    except Exception:
+        driver.save_screenshot(str(SCREENSHOTS / "console-web-chat-failure.png"))
+        raise
+    finally:
+        await user.close()
         await communicator.stop()
