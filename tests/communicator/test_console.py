@@ -11,7 +11,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from support.client import get, post
+from support.client import SUITE_TOKEN, get, post
 from support.communicator import start_communicator
 from support.relay import Relay
 
@@ -197,4 +197,30 @@ async def test_the_web_chat_page_shows_the_operators_reply_by_itself(core, brows
         raise
     finally:
         await user.close()
+        await communicator.stop()
+
+
+async def test_conversations_are_filtered_and_paginated_newest_first(core):
+    communicator = await start_communicator(core.secretary, **CONSOLE)
+    try:
+        async with aiohttp.ClientSession(headers={"X-Service-Token": SUITE_TOKEN}) as session:
+            for n in range(22):
+                # Many people (the secretary limits each one's rate): strangers on Telegram, web users.
+                body = {"channel": "direct" if n % 2 else "tg", "username": f"user{n}@example.com" if n % 2 else str(900000 + n),
+                        "request": f"Нужна выгрузка платежей за октябрь по дням, часть {n}", "thread": f"paging-{n:04d}", "verified": True}
+                async with session.post(f"{core.secretary}/analyze-request", json=body) as response:
+                    assert response.status == 200
+        status, first, _ = await page(f"{communicator.url}/operator/", AS_OPERATOR)
+        assert status == 200 and "Всего: 22, страница 1." in first and first.count("<tr><td><a href=") == 20
+        assert first.index("часть 21") < first.index("часть 20"), "newest first"
+        assert 'rel="next" href="/operator/?status=&amp;channel=&amp;person=&amp;page=2"' in first
+        _, second, _ = await page(f"{communicator.url}/operator/?page=2", AS_OPERATOR)
+        assert second.count("<tr><td><a href=") == 2 and 'rel="prev"' in second and 'rel="next"' not in second
+        _, telegram_only, _ = await page(f"{communicator.url}/operator/?channel=tg", AS_OPERATOR)
+        assert "Всего: 11," in telegram_only and "user1@example.com" not in telegram_only
+        _, one_person, _ = await page(f"{communicator.url}/operator/?person=tg:900004", AS_OPERATOR)
+        assert "Всего: 1," in one_person and "часть 4<" in one_person
+        _, hostile, _ = await page(f"{communicator.url}/operator/?person=<script>alert(1)</script>&status=bogus&page=x", AS_OPERATOR)
+        assert "<script>" not in hostile and "&lt;script&gt;" in hostile and "Всего: 0," in hostile
+    finally:
         await communicator.stop()

@@ -88,9 +88,9 @@ async def conversations(request: web.Request) -> web.Response:
     keep = {"status": status, "channel": channel, "person": person}
     pages = []
     if page > 1:
-        pages.append(f'<a rel="prev" href="/operator/?{urlencode({**keep, "page": page - 1})}">← новее</a>')
+        pages.append(f'<a rel="prev" href="/operator/?{escape(urlencode({**keep, "page": page - 1}))}">← новее</a>')
     if page * PAGE_SIZE < listing["total"]:
-        pages.append(f'<a rel="next" href="/operator/?{urlencode({**keep, "page": page + 1})}">старше →</a>')
+        pages.append(f'<a rel="next" href="/operator/?{escape(urlencode({**keep, "page": page + 1}))}">старше →</a>')
     body = f"""<form method="get" action="/operator/" class="filters" role="search">
 <label>Статус <select name="status">{_options(STATUSES, status)}</select></label>
 <label>Канал <select name="channel">{_options(CHANNEL_NAMES, channel)}</select></label>
@@ -137,10 +137,7 @@ def _turn(t: dict[str, Any]) -> str:
     if t.get("operator"):
         return f"""<li class="turn operator"><h2>Оператор {escape(t['operator'])} · {escape(t['created_at'][:19])}</h2>
 <p class="text">{escape(t.get('response') or '')}</p>{_results(t)}</li>"""
-    sources = "".join(
-        f'<li><a href="{escape(s["url"])}" rel="noopener noreferrer">{escape(s["title"])}</a> ({s.get("score", 0):.2f})</li>'
-        for s in t.get("sources") or []
-    )
+    sources = "".join(f"<li>{_link(s['url'], s['title'])} ({s.get('score', 0):.2f})</li>" for s in t.get("sources") or [])
     timings = ", ".join(f"{escape(k)}: {v} мс" for k, v in (t.get("timings") or {}).items())
     feedback = {"up": "👍 помогло", "down": "👎 не помогло"}.get(t.get("feedback") or "", "нет")
     error = f"<p class=\"error\">Ошибка {t['error_status']}: {escape(t['error'] or '')}</p>" if t.get("error") else ""
@@ -228,6 +225,13 @@ def _id(request: web.Request) -> int:
 def _status(c: dict[str, Any]) -> str:
     held = f" · у оператора {c['taken_by']}" if c.get("taken_by") else ""
     return STATUSES.get(c["status"], c["status"]) + held
+
+
+def _link(url: str, title: str) -> str:
+    # Only web links become links: a javascript: or data: URL in a document stays text.
+    if url.startswith(("https://", "http://")):
+        return f'<a href="{escape(url)}" rel="noopener noreferrer">{escape(title)}</a>'
+    return f"{escape(title)} ({escape(url)})"
 
 
 def _short(text: str, limit: int = 120) -> str:
