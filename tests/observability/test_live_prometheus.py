@@ -110,7 +110,9 @@ async def _through_the_channels(run: LiveRun, session: aiohttp.ClientSession, wa
     run.telegram.user_says(SPECIFIC, chat_id=TG_CHAT, username="smirnov_anton")
     run.telegram.user_says(SPECIFIC, chat_id=TG_BLOCKED_CHAT, username="petrova_elena")
     headers = {"X-Request-ID": run.traced_request_id} if wave == 0 else {}
-    await _call(run, session, "POST", "ai-communicator", "/api/chat", json={"username": "ivanovsergey", "message": SPECIFIC}, headers=headers)
+    answer = await _call(run, session, "POST", "ai-communicator", "/api/chat", json={"message": SPECIFIC}, headers=headers)
+    # The visitor rates the answer (the anonymous web chat knows them by the cookie the session keeps).
+    await _call(run, session, "PUT", "ai-communicator", "/api/chat/feedback", json={"turn_id": answer["turn_id"], "rating": "up"})
     await run.mail.smtp.wait_for(MAIL_SENDER, count=wave + 1)
     await run.telegram.wait_sent(TG_CHAT, count=wave + 1)
     # Three refused replies, then the message is set aside (and the apology is refused too).
@@ -126,7 +128,8 @@ async def _drive_traffic(run: LiveRun) -> None:
     """Waves of requests a scrape apart, so that every counter moves between two samples."""
     analyze = "/analyze-request"
     run.telegram.blocked_chats.add(TG_BLOCKED_CHAT)
-    async with aiohttp.ClientSession() as session:
+    # unsafe: keep the web chat's cookie for an IP address (127.0.0.1) too.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         for wave in range(WAVES):
             call = lambda *args, **kwargs: _call(run, session, *args, **kwargs)  # noqa: E731
             # The channels first and to the end, so that nothing else asks the LLM while it is made to fail below.
@@ -198,6 +201,7 @@ async def test_the_traffic_went_through_and_failed_where_meant_to(live):
     assert statuses["ai-guesser GET /get-context"] == {200, 400}
     assert statuses["ai-systemanalitic GET /prepare-analititcs"] == {200, 503}
     assert statuses["ai-communicator POST /api/chat"] == {200}
+    assert statuses["ai-communicator PUT /api/chat/feedback"] == {200}, "the visitor rated their own answer"
     assert len(live.mail.smtp.to(MAIL_SENDER)) == WAVES and len(live.telegram.to(TG_CHAT)) == WAVES
 
 
