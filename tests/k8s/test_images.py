@@ -77,8 +77,13 @@ def test_dockerfile_promises():
     assert runtime["EXPOSE"] == "${PORT}"
     assert "uv" not in runtime.get("RUN", ""), "no uv or build tools in the shipped image"
     sync = dict(instructions(found["runtime-venv"]))["RUN"]
-    for flag in ("--frozen", "--no-dev", "--no-editable", "--package ${SERVICE}"):
+    for flag in ("--locked", "--no-dev", "--no-editable", "--package ${SERVICE}"):
         assert flag in sync
+    # A stale uv.lock fails the build (--locked), it is never installed as is (--frozen).
+    assert "--frozen" not in text and text.count("uv sync --locked") == 3
+    # The published images' base is pinned by digest; a local build may still pass its own.
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, flags=re.M).group(1)
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base), base
     dev = dict(instructions(found["dev"]))
     assert dev["USER"] == "10001:10001"
     assert json.loads(dev["ENTRYPOINT"]) == ["python", "/app/reload.py", "--watch", "/src/services", "--", *SERVE]
