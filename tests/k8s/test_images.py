@@ -206,7 +206,7 @@ def test_serve_hands_the_arguments_to_the_service(tmp_path):
 
 
 def test_serve_runs_the_service_in_its_own_process_with_argv_unchanged(tmp_path):
-    """What `args: ["migrate"]` in the charts' Job relies on: the same process (python stays PID 1),
+    """What `kubectl exec ... -- python -m multyworkemon_common.serve migrate` relies on: the same process (python stays PID 1),
     sys.argv[1:] as given, the module run as __main__, its exit code passed on."""
     package = tmp_path / "lib" / "ai_probe"
     package.mkdir(parents=True)

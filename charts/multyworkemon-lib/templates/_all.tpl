@@ -1,6 +1,6 @@
 {{/* Everything a service chart renders; its templates/ holds one line that includes this. */}}
 {{- define "mw.all" -}}
-{{- $parts := list "mw.serviceaccount" "mw.configmap" "mw.secret" "mw.deployment" "mw.service" "mw.servicemonitor" "mw.ingress" "mw.hpa" "mw.pdb" "mw.networkpolicy" "mw.migrationsJob" "mw.testPod" }}
+{{- $parts := list "mw.serviceaccount" "mw.configmap" "mw.secret" "mw.deployment" "mw.service" "mw.servicemonitor" "mw.ingress" "mw.hpa" "mw.pdb" "mw.networkpolicy" "mw.testPod" }}
 {{- range $parts }}
 {{- $out := include . $ | trim }}
 {{- if $out }}

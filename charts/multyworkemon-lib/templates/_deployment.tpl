@@ -57,11 +57,6 @@ spec:
               value: {{ .Values.port | quote }}
             - name: SECRETS_DIR
               value: {{ include "mw.secretsPath" . }}
-            {{- if .Values.migrations.enabled }}
-            # The pre-install/pre-upgrade Job migrates; replicas must not race it.
-            - name: MIGRATE_ON_START
-              value: "false"
-            {{- end }}
             {{- range $setting, $file := .Values.fileSettings }}
             {{- if hasKey $.Values.files $file }}
             - name: {{ $setting }}

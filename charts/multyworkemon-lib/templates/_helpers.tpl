@@ -1,6 +1,6 @@
 {{/*
 Names and labels. Every object of a service carries the same labels; pods are selected by
-name + instance only, so a helm-test or migration pod never lands behind the Service.
+name + instance only, so a helm-test pod never lands behind the Service.
 */}}
 
 {{- define "mw.name" -}}

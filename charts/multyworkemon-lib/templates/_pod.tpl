@@ -1,5 +1,5 @@
 {{/*
-Pieces every pod of a service shares (the Deployment, the migration Job, the helm test):
+Pieces the pods of a service share (the Deployment and the helm test):
 security contexts, the secrets volume, /tmp.
 */}}
 
