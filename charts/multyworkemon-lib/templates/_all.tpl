@@ -12,7 +12,7 @@
 
 {{- define "mw.notes" -}}
 {{- $name := include "mw.fullname" . -}}
-{{- $port := .Values.service.port | default .Values.port -}}
+{{- $port := include "mw.ownServicePort" . -}}
 {{ .Chart.Name }} {{ .Chart.AppVersion }} is installed as {{ $name }} in namespace {{ .Release.Namespace }}.
 
 Reach it from your machine:

@@ -8,7 +8,8 @@ metadata:
     {{- include "mw.labels" . | nindent 4 }}
 data:
   {{- include "mw.configData" . | nindent 2 }}
-{{- if .Values.files }}
+{{- $files := include "mw.files" . }}
+{{- if $files }}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -17,9 +18,10 @@ metadata:
   labels:
     {{- include "mw.labels" . | nindent 4 }}
 data:
-  {{- toYaml .Values.files | nindent 2 }}
+  {{- $files | nindent 2 }}
 {{- end }}
-{{- if .Values.knowledge }}
+{{- $knowledge := include "mw.knowledge" . }}
+{{- if $knowledge }}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -28,7 +30,7 @@ metadata:
   labels:
     {{- include "mw.labels" . | nindent 4 }}
 data:
-  {{- toYaml .Values.knowledge | nindent 2 }}
+  {{- $knowledge | nindent 2 }}
 {{- end }}
 {{- end }}
 

@@ -6,6 +6,8 @@ metadata:
   name: {{ include "mw.fullname" . }}
   labels:
     {{- include "mw.labels" . | nindent 4 }}
+{{- $files := include "mw.files" . | fromYaml }}
+{{- $knowledge := include "mw.knowledge" . }}
 spec:
   {{- if not .Values.autoscaling.enabled }}
   replicas: {{ .Values.replicaCount }}
@@ -58,12 +60,12 @@ spec:
             - name: SECRETS_DIR
               value: {{ include "mw.secretsPath" . }}
             {{- range $setting, $file := .Values.fileSettings }}
-            {{- if hasKey $.Values.files $file }}
+            {{- if hasKey $files $file }}
             - name: {{ $setting }}
               value: {{ printf "%s/%s" (include "mw.filesPath" $) $file | quote }}
             {{- end }}
             {{- end }}
-            {{- if .Values.knowledge }}
+            {{- if $knowledge }}
             - name: KNOWLEDGE_DIR
               value: {{ include "mw.knowledgePath" . }}
             {{- end }}
@@ -105,12 +107,12 @@ spec:
             {{- include "mw.containerSecurityContext" . | nindent 12 }}
           volumeMounts:
             {{- include "mw.commonMounts" . | nindent 12 }}
-            {{- if .Values.files }}
+            {{- if $files }}
             - name: files
               mountPath: {{ include "mw.filesPath" . }}
               readOnly: true
             {{- end }}
-            {{- if .Values.knowledge }}
+            {{- if $knowledge }}
             - name: knowledge
               mountPath: {{ include "mw.knowledgePath" . }}
               readOnly: true
@@ -118,12 +120,12 @@ spec:
       volumes:
         {{- include "mw.tmpVolume" . | nindent 8 }}
         {{- include "mw.secretsVolume" . | nindent 8 }}
-        {{- if .Values.files }}
+        {{- if $files }}
         - name: files
           configMap:
             name: {{ include "mw.fullname" . }}-files
         {{- end }}
-        {{- if .Values.knowledge }}
+        {{- if $knowledge }}
         - name: knowledge
           configMap:
             name: {{ include "mw.fullname" . }}-knowledge
@@ -140,8 +142,8 @@ spec:
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with .Values.topologySpreadConstraints }}
+      {{- with include "mw.topologySpread" . }}
       topologySpreadConstraints:
-        {{- tpl (toYaml .) $ | nindent 8 }}
+        {{- . | trim | nindent 8 }}
       {{- end }}
 {{- end }}

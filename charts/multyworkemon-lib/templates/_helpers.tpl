@@ -25,6 +25,26 @@ name + instance only, so a helm-test pod never lands behind the Service.
 {{- end }}
 {{- end }}
 
+{{/*
+The port of each service's Service, the one number its own Service and its callers' URLs share
+(GUESSER_URL, ANALYST_URL, SECRETARY_URL): global.servicePorts overrides these defaults, so one
+change moves both ends. (A subchart cannot read a sibling's values, hence global.)
+*/}}
+{{- define "mw.servicePort" -}}
+{{- $ports := dict "ai-secretary" 8000 "ai-guesser" 8001 "ai-systemanalitic" 8002 "ai-communicator" 8003 }}
+{{- $ports = mustMergeOverwrite $ports ((.root.Values.global).servicePorts | default dict) }}
+{{- index $ports .name | required (printf "global.servicePorts has no port for %s" .name) }}
+{{- end }}
+
+{{/* http://<peer's fullname>:<peer's Service port>: (dict "root" $ "name" "ai-guesser"). */}}
+{{- define "mw.peerURL" -}}
+http://{{ include "mw.peerFullname" . }}:{{ include "mw.servicePort" . }}
+{{- end }}
+
+{{- define "mw.ownServicePort" -}}
+{{- include "mw.servicePort" (dict "root" . "name" .Chart.Name) }}
+{{- end }}
+
 {{- define "mw.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -40,6 +60,7 @@ helm.sh/chart: {{ include "mw.chart" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: multyworkemon
+app.kubernetes.io/component: {{ .Values.component }}
 {{- end }}
 
 {{- define "mw.serviceAccountName" -}}
@@ -110,6 +131,30 @@ app.kubernetes.io/part-of: multyworkemon
 {{- if ne $text "" }}{{ $_ := set $data $key $text }}{{ end }}
 {{- end }}
 {{- toYaml $data }}
+{{- end }}
+
+{{/*
+Saved files and knowledge documents (file name -> content): the values' own, plus with
+global.samples the chart's samples/ folder (links to the repository's sample users directory and
+knowledge base, what `make run` loads). A file in values wins over a sample of the same name.
+*/}}
+{{- define "mw.files" -}}
+{{- include "mw.withSamples" (dict "root" . "given" .Values.files "glob" "samples/files/*") }}
+{{- end }}
+
+{{- define "mw.knowledge" -}}
+{{- include "mw.withSamples" (dict "root" . "given" .Values.knowledge "glob" "samples/knowledge/*.md") }}
+{{- end }}
+
+{{- define "mw.withSamples" -}}
+{{- $out := dict }}
+{{- if (.root.Values.global).samples }}
+{{- range $path, $_ := .root.Files.Glob .glob }}
+{{- $_ := set $out (base $path) ($.root.Files.Get $path) }}
+{{- end }}
+{{- end }}
+{{- $out = mustMergeOverwrite $out (deepCopy (.given | default dict)) }}
+{{- if $out }}{{ toYaml $out }}{{ end }}
 {{- end }}
 
 {{- define "mw.filesPath" -}}/etc/multyworkemon/files{{- end }}

@@ -40,3 +40,26 @@ spec:
       {{- include "mw.selectorLabels" . | nindent 6 }}
 {{- end }}
 {{- end }}
+
+{{/*
+Where replicas run: the values' topologySpreadConstraints, else with 2+ possible replicas a default
+that prefers different nodes and zones (ScheduleAnyway: a one-node kind cluster still schedules
+them). pod-template-hash spreads each rollout's new pods on their own.
+*/}}
+{{- define "mw.topologySpread" -}}
+{{- $most := ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled | int }}
+{{- if .Values.topologySpreadConstraints }}
+{{- tpl (toYaml .Values.topologySpreadConstraints) . }}
+{{- else if gt $most 1 }}
+{{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+- maxSkew: 1
+  topologyKey: {{ . }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "mw.selectorLabels" $ | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+{{- end }}
+{{- end }}
+{{- end }}

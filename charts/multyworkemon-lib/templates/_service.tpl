@@ -15,7 +15,7 @@ spec:
     {{- include "mw.selectorLabels" . | nindent 4 }}
   ports:
     - name: http
-      port: {{ .Values.service.port | default .Values.port }}
+      port: {{ include "mw.ownServicePort" . }}
       targetPort: http
       protocol: TCP
       {{- if and (eq .Values.service.type "NodePort") .Values.service.nodePort }}

@@ -35,7 +35,7 @@ spec:
           url = sys.argv[1]
           with urllib.request.urlopen(url, timeout=10) as answer:
               print(url, answer.status, answer.read(300).decode())
-        - {{ printf "http://%s:%v/health/ready" (include "mw.fullname" .) (.Values.service.port | default .Values.port) | quote }}
+        - {{ printf "http://%s:%v/health/ready" (include "mw.fullname" .) (include "mw.ownServicePort" .) | quote }}
       resources:
         requests:
           cpu: 10m

@@ -10,7 +10,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "multyworkemon.postgresql.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ include "multyworkemon.postgresql.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.postgresql.image.tag | quote }}
+app.kubernetes.io/version: {{ .Values.postgresql.image.tag | toString | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: multyworkemon
 app.kubernetes.io/component: database
