@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/.bin:$(PATH)
 
 ## Start the whole system locally: embedded PostgreSQL, the offline LLM, all four services.
 run: deps
-	uv run --frozen python scripts/run_local.py
+	@uv run --frozen python scripts/run_local.py
 
 ## Run the whole test suite (installs what it needs first).
 test: test-deps

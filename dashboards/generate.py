@@ -30,6 +30,9 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 # Probes and scrapes are not traffic: they would hide a real error ratio behind a steady trickle.
 NOT_PROBES = 'route!~"/health.*|/metrics"'
+# Grafana units with no built-in id: custom "suffix:" (a plain suffix) and "count:" (scaled, 1.2 K).
+CORES = "suffix:cores"
+TOKENS_PER_SECOND = "count:tok/s"
 
 
 # --- building blocks ------------------------------------------------------------------------------
@@ -86,10 +89,12 @@ def timeseries(title: str, targets: list[dict], *, unit: str = "short", descript
 
 def stat(title: str, targets: list[dict], *, unit: str = "short", description: str = "", width: int = 6, height: int = 5,
          mappings: list[dict] | None = None, thresholds: list[tuple[float | None, str]] | None = None) -> dict:
+    """A tile; every tile reads a red NO DATA when its query answers nothing (a stopped process leaves no series)."""
     panel = _panel("stat", title, targets, description, width, height)
     steps = [{"color": color, "value": value} for value, color in (thresholds or [(None, "green")])]
     panel["fieldConfig"] = {
-        "defaults": {"unit": unit, "mappings": mappings or [], "thresholds": {"mode": "absolute", "steps": steps}},
+        "defaults": {"unit": unit, "noValue": NO_DATA, "mappings": [*(mappings or []), NO_DATA_RED],
+                     "thresholds": {"mode": "absolute", "steps": steps}},
         "overrides": [],
     }
     panel["options"] = {
@@ -142,10 +147,41 @@ def row(title: str) -> dict:
     return {"type": "row", "title": title, "collapsed": False, "panels": [], "gridPos": {"w": 24, "h": 1}}
 
 
-UP_DOWN = [{"type": "value", "options": {"0": {"text": "DOWN", "color": "red", "index": 0}, "1": {"text": "UP", "color": "green", "index": 1}}}]
-READY = [{"type": "value", "options": {"0": {"text": "NOT READY", "color": "red", "index": 0}, "1": {"text": "READY", "color": "green", "index": 1}}}]
-CONNECTED = [{"type": "value", "options": {"0": {"text": "DISCONNECTED", "color": "red", "index": 0}, "1": {"text": "CONNECTED", "color": "green", "index": 1}}}]
+# What a tile shows for a service (or instance, or channel) that reported in the time range and no
+# longer does: its process stopped answering scrapes, and Prometheus marks its series stale at the
+# first failed scrape, so without this the tile would simply vanish. See `or_down`.
+DOWN = -1
+NO_DATA = "NO DATA"
+# Grafana applies "special" mappings to the no-value display too: the empty tile is red, not grey.
+NO_DATA_RED = {"type": "special", "options": {"match": "null+nan", "result": {"text": NO_DATA, "color": "red", "index": 0}}}
+
+
+def states(by_value: dict[int, tuple[str, str]]) -> list[dict]:
+    """Value mappings: {value: (text, color)}."""
+    return [{"type": "value", "options": {
+        str(value): {"text": text, "color": color, "index": index} for index, (value, (text, color)) in enumerate(by_value.items())
+    }}]
+
+
+SERVICE_DOWN = ("SERVICE DOWN", "red")
+UP_DOWN = states({DOWN: SERVICE_DOWN, 0: ("DOWN", "red")})
+READY = states({DOWN: SERVICE_DOWN, 0: ("NOT READY", "red"), 1: ("READY", "green")})
+CONNECTED = states({DOWN: SERVICE_DOWN, 0: ("DISCONNECTED", "red"), 1: ("CONNECTED", "green")})
+REACHABLE = states({DOWN: SERVICE_DOWN, 0: ("UNREACHABLE", "red"), 1: ("REACHABLE", "green")})
+ONLY_DOWN = states({DOWN: SERVICE_DOWN})
 RED_BELOW_1 = [(None, "red"), (1, "green")]
+
+
+def or_down(now: str, series: str, by: str) -> str:
+    """`now`, plus DOWN for each `by` that had `series` in the range and has it no more."""
+    return f"{now} or group by ({by}) (last_over_time({series}[$__range])) * {DOWN}"
+
+
+def while_running(expr: str, label: str, service: str, ns: str) -> str:
+    """A count of one service's events: 0 (labelled `label`="none") when there were none, and no data
+    at all, a red NO DATA, while that service is down instead of the last counts it reported."""
+    zero = f'label_replace(vector(0), "{label}", "none", "", "")'
+    return f'({expr} or on () {zero}) and on () group(mw_build_info{{service_name="{service}", {ns}}})'
 
 
 def ratio(errors: str, total: str, by: str) -> str:
@@ -226,7 +262,8 @@ def dashboard(uid: str, title: str, description: str, variables: list[dict], pan
         "title": title,
         "description": description,
         "tags": TAGS,
-        "editable": True,
+        # Provisioned from files (the Grafana sidecar): a change made in the UI could not be saved anyway.
+        "editable": False,
         "graphTooltip": 1,
         "timezone": "browser",
         "refresh": "30s",
@@ -266,21 +303,27 @@ def health_dashboard() -> dict:
     llm = f"mw_llm_requests_total{{{sel}}}"
     llm_failed = f'mw_llm_requests_total{{{sel}, outcome!="ok"}}'
     cluster = 'container=~"$service", namespace=~"$namespace"'
+    up = f'up{{job=~".*$service.*", {ns}}}'
+    ready = f"mw_ready{{{sel}}}"
+    started = f"mw_process_start_time_seconds{{{sel}}}"
+    connected = f"mw_channel_connected{{{ns}}}"
+    db_up = f"mw_db_up{{{sel}}}"
     cluster_note = "Needs kube-state-metrics / cAdvisor (kube-prometheus-stack); empty outside a cluster."
 
     panels = [
         row("Services: up and ready"),
-        stat("Up (instances scraped)", [query(f'sum by (job) (up{{job=~".*$service.*", {ns}}})', "{{job}}", instant=True)],
-             description="Prometheus could scrape the instance (`up`). 0 means every instance of the service is down.",
-             thresholds=RED_BELOW_1),
-        stat("Ready", [query(f"min by (service_name) (mw_ready{{{sel}}})", "{{service_name}}", instant=True)],
-             description="`mw_ready`: the service's own readiness (the secretary: database reachable and migrated; the communicator: its channels connected). Shows the worst instance.",
+        stat("Up (instances scraped)", [query(or_down(f"sum by (job) ({up})", up, "job"), "{{job}}", instant=True)],
+             description="Instances Prometheus could scrape (`up`). DOWN: every instance of the service fails its scrape; SERVICE DOWN: its scrape targets are gone (scaled to zero, deleted).",
+             mappings=UP_DOWN, thresholds=RED_BELOW_1),
+        stat("Ready", [query(or_down(f"min by (service_name) ({ready})", ready, "service_name"), "{{service_name}}", instant=True)],
+             description="`mw_ready`: the service's own readiness (the secretary: database reachable and migrated; the communicator: its channels connected). Shows the worst instance; SERVICE DOWN when no instance answers.",
              mappings=READY, thresholds=RED_BELOW_1),
-        stat("Restarts in range", [query(f"sum by (service_name) (changes(mw_process_start_time_seconds{{{sel}}}[$__range]))", "{{service_name}}", instant=True)],
-             description="Process restarts seen in the selected time range (changes of `mw_process_start_time_seconds`).",
-             thresholds=[(None, "green"), (1, "orange"), (3, "red")]),
+        stat("Restarts in range", [query(or_down(f"sum by (service_name) (changes({started}[$__range])) and on (service_name) {started}", started, "service_name"),
+                                         "{{service_name}}", instant=True)],
+             description="Process restarts seen in the selected time range (changes of `mw_process_start_time_seconds`); SERVICE DOWN when no instance answers.",
+             mappings=ONLY_DOWN, thresholds=[(None, "green"), (1, "orange"), (3, "red")]),
         table("Versions", [query(f"count by (service_name, version) (mw_build_info{{{sel}}})", instant=True, table=True)],
-              {"Value": "instances", "service_name": "service", "version": "version"}, units={},
+              {"Value": "instances", "service_name": "service", "version": "version"}, units={"instances": "none"},
               description="Instances per service and version (`mw_build_info`).", width=6, height=5),
         row("Traffic"),
         timeseries("Request rate", [query(f"sum by (service_name) (rate({http}[{RATE}]))", "{{service_name}}")],
@@ -326,44 +369,46 @@ def health_dashboard() -> dict:
             query(quantile(0.99, f"mw_llm_request_duration_seconds_bucket{{{sel}}}", "provider, model"), "p99 {{provider}}/{{model}}"),
         ], unit="s", description="Time of one LLM call (one attempt)."),
         timeseries("LLM tokens", [query(f"sum by (provider, model, kind) (rate(mw_llm_tokens_total{{{sel}}}[{RATE}]))", "{{provider}}/{{model}} {{kind}}")],
-                   unit="short", stack=True, description="Tokens per second, prompt and completion (what the provider bills)."),
+                   unit=TOKENS_PER_SECOND, stack=True, description="Tokens per second, prompt and completion (what the provider bills)."),
         row("Channels: e-mail, Telegram, web chat"),
-        stat("Channel connected", [query(f"max by (channel) (mw_channel_connected{{{ns}}})", "{{channel}}", instant=True)],
-             description="The communicator's connection to the mailbox (IMAP), the Telegram Bot API and the web chat (any replica: only the one holding the poller lock polls).",
+        stat("Channel connected", [query(or_down(f"max by (channel) ({connected})", connected, "channel"), "{{channel}}", instant=True)],
+             description="The communicator's connection to the mailbox (IMAP), the Telegram Bot API and the web chat (any replica: only the one holding the poller lock polls); SERVICE DOWN when no communicator answers.",
              mappings=CONNECTED, thresholds=RED_BELOW_1, width=8),
-        stat("Poison messages in range", [query(f"sum by (channel) (increase(mw_channel_poison_messages_total{{{ns}}}[$__range]))", "{{channel}}", instant=True)],
-             description="Messages that failed every try and were moved aside: a human must look at them.",
+        stat("Poison messages in range", [query(while_running(f"sum by (channel) (increase(mw_channel_poison_messages_total{{{ns}}}[$__range]))", "channel", "ai-communicator", ns),
+                                                "{{channel}}", instant=True)],
+             description="Messages that failed every try and were moved aside: a human must look at them. NO DATA while the communicator is down.",
              thresholds=[(None, "green"), (1, "red")], width=8),
-        stat("Actions failed in range", [query(f'sum by (action) (increase(mw_actions_total{{{ns}, outcome!="done"}}[$__range]))', "{{action}}", instant=True)],
-             description="Actions (Jira task, note to a colleague, department mailing, reply) that could not be carried out.",
+        stat("Actions failed in range", [query(while_running(f'sum by (action) (increase(mw_actions_total{{{ns}, outcome!="done"}}[$__range]))', "action", "ai-communicator", ns),
+                                               "{{action}}", instant=True)],
+             description="Actions (Jira task, note to a colleague, department mailing, reply) that could not be carried out. NO DATA while the communicator is down.",
              thresholds=[(None, "green"), (1, "red")], width=8),
         timeseries("Messages per channel", [
             query(f"sum by (channel) (rate(mw_channel_messages_received_total{{{ns}}}[{RATE}]))", "{{channel}} in"),
             query(f"sum by (channel) (rate(mw_channel_messages_processed_total{{{ns}}}[{RATE}]))", "{{channel}} answered"),
             query(f"sum by (channel) (rate(mw_channel_messages_failed_total{{{ns}}}[{RATE}]))", "{{channel}} failed"),
             query(f"sum by (channel) (rate(mw_channel_messages_retried_total{{{ns}}}[{RATE}]))", "{{channel}} retried"),
-        ], unit="short", description="Messages per second coming in, answered, failed and retried, per channel."),
+        ], unit="mps", description="Messages per second coming in, answered, failed and retried, per channel."),
         timeseries("Arrival to reply p50 / p95", [
             query(quantile(0.5, f"mw_channel_reply_duration_seconds_bucket{{{ns}}}", "channel"), "p50 {{channel}}"),
             query(quantile(0.95, f"mw_channel_reply_duration_seconds_bucket{{{ns}}}", "channel"), "p95 {{channel}}"),
         ], unit="s", description="From the moment a message arrived to the moment its answer was sent."),
         timeseries("Actions carried out", [query(f"sum by (action, outcome) (rate(mw_actions_total{{{ns}}}[{RATE}]))", "{{action}} {{outcome}}")],
-                   unit="short", stack=True, description="Actions by kind and outcome.", width=24),
+                   unit="ops", stack=True, description="Actions per second by kind and outcome.", width=24),
         row("Database"),
-        stat("Database reachable", [query(f"min by (service_name) (mw_db_up{{{sel}}})", "{{service_name}}", instant=True)],
-             description="`mw_db_up`: the last database check of each service that uses PostgreSQL.",
-             mappings=UP_DOWN, thresholds=RED_BELOW_1, width=8),
+        stat("Database reachable", [query(or_down(f"min by (service_name) ({db_up})", db_up, "service_name"), "{{service_name}}", instant=True)],
+             description="`mw_db_up`: the last database check of each service that keeps data in PostgreSQL (the secretary, the analyst); SERVICE DOWN when no instance of the service answers; NO DATA when none of the selected services has a database.",
+             mappings=REACHABLE, thresholds=RED_BELOW_1, width=8),
         timeseries("Database reachable over time", [query(f"min by (service_name) (mw_db_up{{{sel}}})", "{{service_name}}")],
                    description="1 while the database answers the service's checks; dips show outages and failovers.", width=16),
         row("Resources"),
         timeseries("CPU", [query(f"sum by (service_name) (rate(mw_process_cpu_seconds_total{{{sel}}}[{RATE}]))", "{{service_name}}")],
-                   unit="short", description="CPU cores used by the service processes (all instances)."),
+                   unit=CORES, description="CPU cores used by the service processes (all instances)."),
         timeseries("Resident memory", [query(f"sum by (service_name) (mw_process_resident_memory_bytes{{{sel}}})", "{{service_name}}")],
                    unit="bytes", description="Resident memory of the service processes (all instances)."),
         timeseries("Pod restarts (cluster)", [query(f"sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{{{cluster}}}[{RATE}]))", "{{namespace}}/{{pod}}")],
                    unit="short", description=f"Container restarts reported by Kubernetes. {cluster_note}", width=8),
         timeseries("Container CPU (cluster)", [query(f"sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{{{cluster}}}[{RATE}]))", "{{namespace}}/{{pod}}")],
-                   unit="short", description=f"CPU cores per pod as the kubelet measures it. {cluster_note}", width=8),
+                   unit=CORES, description=f"CPU cores per pod as the kubelet measures it. {cluster_note}", width=8),
         timeseries("Container memory (cluster)", [query(f"sum by (namespace, pod) (container_memory_working_set_bytes{{{cluster}}})", "{{namespace}}/{{pod}}")],
                    unit="bytes", description=f"Working-set memory per pod (what the OOM killer looks at). {cluster_note}", width=8),
     ]
@@ -388,12 +433,15 @@ def service_dashboard() -> dict:
     http_5xx = f'mw_http_requests_total{{{sel}, {NOT_PROBES}, status=~"5.."}}'
     http_bucket = f"mw_http_request_duration_seconds_bucket{{{sel}, {NOT_PROBES}}}"
     llm = f"mw_llm_requests_total{{{sel}}}"
+    ready = f"mw_ready{{{sel}}}"
+    started = f"mw_process_start_time_seconds{{{sel}}}"
     panels = [
         row("Instances"),
-        stat("Ready", [query(f"mw_ready{{{sel}}}", "{{instance}}", instant=True)], mappings=READY, thresholds=RED_BELOW_1,
-             description="Readiness of each instance (`mw_ready`).", width=8),
-        stat("Uptime", [query(f"time() - mw_process_start_time_seconds{{{sel}}}", "{{instance}}", instant=True)], unit="s",
-             description="Time since each instance's process started.", width=8),
+        stat("Ready", [query(or_down(f"max by (instance) ({ready})", ready, "instance"), "{{instance}}", instant=True)],
+             mappings=READY, thresholds=RED_BELOW_1,
+             description="Readiness of each instance (`mw_ready`); SERVICE DOWN for an instance that stopped answering in the range.", width=8),
+        stat("Uptime", [query(or_down(f"max by (instance) (time() - {started})", started, "instance"), "{{instance}}", instant=True)], unit="s",
+             mappings=ONLY_DOWN, description="Time since each instance's process started; SERVICE DOWN for an instance that stopped answering in the range.", width=8),
         table("Versions", [query(f"mw_build_info{{{sel}}}", instant=True, table=True)],
               {"instance": "instance", "version": "version", "python_version": "python"}, units={},
               description="Version and Python of each instance (`mw_build_info`).", width=8, height=5,
@@ -409,8 +457,9 @@ def service_dashboard() -> dict:
                    description="95% of the requests are answered faster than this."),
         timeseries("Latency p99 by route", [query(quantile(0.99, http_bucket, "route"), "{{route}}")], unit="s", width=8,
                    description="The slowest 1% of the requests take longer than this."),
-        timeseries("Requests in flight", [query(f"sum by (instance) (mw_http_requests_in_flight{{{sel}}})", "{{instance}}")],
-                   description="Requests being served right now, per instance."),
+        # The scrape that reads the gauge is itself a request in flight: one is taken off per instance.
+        timeseries("Requests in flight", [query(f"sum by (instance) (clamp_min(mw_http_requests_in_flight{{{sel}}} - 1, 0))", "{{instance}}")],
+                   unit="none", description="Requests being served right now, per instance, without the Prometheus scrape that reads this number."),
         timeseries("Health probe and scrape rate", [query(f'sum by (route, status) (rate(mw_http_requests_total{{{sel}, route=~"/health.*|/metrics"}}[{RATE}]))', "{{route}} {{status}}")],
                    unit="reqps", description="Kubernetes probes and Prometheus scrapes: a 503 here is the service saying it is not ready."),
         row("Calls to other services"),
@@ -427,10 +476,10 @@ def service_dashboard() -> dict:
             query(quantile(0.5, f"mw_llm_request_duration_seconds_bucket{{{sel}}}", "provider, model"), "p50 {{provider}}/{{model}}"),
             query(quantile(0.95, f"mw_llm_request_duration_seconds_bucket{{{sel}}}", "provider, model"), "p95 {{provider}}/{{model}}"),
         ], unit="s", width=8, description="Time of one LLM call attempt."),
-        timeseries("LLM tokens", [query(f"sum by (kind) (rate(mw_llm_tokens_total{{{sel}}}[{RATE}]))", "{{kind}}")], unit="short", stack=True, width=8,
+        timeseries("LLM tokens", [query(f"sum by (kind) (rate(mw_llm_tokens_total{{{sel}}}[{RATE}]))", "{{kind}}")], unit=TOKENS_PER_SECOND, stack=True, width=8,
                    description="Tokens per second, prompt and completion."),
         row("Process"),
-        timeseries("CPU", [query(f"rate(mw_process_cpu_seconds_total{{{sel}}}[{RATE}])", "{{instance}}")], unit="short", width=8,
+        timeseries("CPU", [query(f"rate(mw_process_cpu_seconds_total{{{sel}}}[{RATE}])", "{{instance}}")], unit=CORES, width=8,
                    description="CPU cores used per instance."),
         timeseries("Resident memory", [query(f"mw_process_resident_memory_bytes{{{sel}}}", "{{instance}}")], unit="bytes", width=8,
                    description="Resident memory per instance; compare with the container's limit."),

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+from support.client import SUITE_TOKEN
+
+# Services refuse to start without a service token: every service this suite starts, in this
+# process or as a child process, shares this one unless a test names another.
+os.environ["SERVICE_TOKEN"] = SUITE_TOKEN
+os.environ.pop("ALLOW_INSECURE", None)
 
 from support.openai_wire import OpenAIWireServer
 from support.postgres import PostgresServer

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from ai_communicator.channels.telegram import HELP, NOT_ALLOWED, WELCOME, split_text
+import structlog
+
+from ai_communicator.channels import telegram as channel
+from ai_communicator.channels.telegram import BUSY, HELP, NEW_DONE, NEW_FAILED, NOT_ALLOWED, WELCOME, split_text
 from support.client import get
-from support.communicator import EMPLOYEE_CHAT, metric, start_communicator
+from support.communicator import EMPLOYEE_CHAT, metric, record_inbound, start_communicator
 from support.jira_api import TOKEN as JIRA_TOKEN
+from support.relay import Relay
 
 ANTON = 4242  # chat id; the directory knows him as @smirnov_anton (Департамент клиентского сервиса)
+SERGEY = 100003  # chat id the directory knows by telegram_id (ivanovsergey)
 
 
 def tg_settings(telegram, **more):
@@ -119,6 +124,120 @@ async def test_a_message_failing_every_time_gets_an_apology_and_the_bot_moves_on
         assert results and all(r[:2] == ("создать jira-task", "failed") for r in results)
     finally:
         await communicator.stop()
+
+
+async def test_a_telegram_user_is_their_user_id_never_a_name_they_chose(core, telegram):
+    """Issue 10.5: a handle equal to someone's directory username does not make its owner that person."""
+    communicator = await start_communicator(core.secretary, **tg_settings(telegram))
+    seen = record_inbound(communicator)
+    try:
+        telegram.user_says("Нужна выгрузка платежей за октябрь по дням", chat_id=999, username="smirnovanton")
+        await telegram.wait_sent(999)
+        [inbound] = seen
+        # The id Telegram vouches for is the username; the handle travels apart, for the directory's telegram_username.
+        assert (inbound.username, inbound.handle, inbound.verified, inbound.thread) == ("999", "smirnovanton", True, "tg:999")
+        _, page, _ = await get(f"{core.secretary}/conversations", {"username": "smirnovanton", "channel": "tg"})
+        assert page["total"] == 0, "the stranger is not Anton"
+    finally:
+        await communicator.stop()
+
+
+async def test_new_closes_the_chats_conversation(core, telegram):
+    """Issue 12.5: /new closes the chat's thread on the secretary and says so; /help tells about it."""
+    secretary = await Relay(core.secretary).start()
+    communicator = await start_communicator(secretary.url, **tg_settings(telegram))
+    seen = record_inbound(communicator)
+    try:
+        assert "/new" in HELP
+        telegram.user_says("Нужна выгрузка платежей за октябрь по дням", chat_id=ANTON, username="smirnov_anton")
+        await telegram.wait_sent(ANTON)
+        assert seen[0].thread == f"tg:{ANTON}"
+        telegram.user_says("/new", chat_id=ANTON, username="smirnov_anton")
+        assert (await telegram.wait_sent(ANTON, 2))[1] == NEW_DONE
+        [close] = secretary.to("/conversations/close")
+        assert close.method == "POST" and close.body == {"channel": "tg", "username": str(ANTON), "thread": f"tg:{ANTON}"}
+
+        secretary.fail = lambda call: 503 if call.path == "/conversations/close" else None
+        telegram.user_says("/new", chat_id=ANTON, username="smirnov_anton")
+        assert (await telegram.wait_sent(ANTON, 3))[2] == NEW_FAILED
+    finally:
+        await communicator.stop()
+        await secretary.close()
+
+
+async def test_one_chats_retries_hold_up_no_other_chat_and_nothing_is_lost(core, telegram):
+    """Issue 12.9: the secretary fails every message of Anton's chat; Sergey's is answered meanwhile."""
+    secretary = await Relay(core.secretary).start()
+    anton_says = ["Нужна выгрузка авторизаций кошельков за октябрь по статусам", "Нужен отчёт по платежам за сентябрь по дням", "И ещё по картам за август"]
+    failing = set(anton_says)
+    secretary.fail = lambda call: 503 if call.path == "/analyze-request" and (call.body or {}).get("request") in failing else None
+    settings = tg_settings(telegram, telegram_chat_queue=2)
+    communicator = await start_communicator(secretary.url, **settings)
+    try:
+        a1 = telegram.user_says(anton_says[0], chat_id=ANTON, username="smirnov_anton")
+        await secretary.wait_calls("/analyze-request", 2)  # tried, failed, tried again: Anton's chat is in its retries
+        b1 = telegram.user_says("Нужна выгрузка платежей за октябрь по дням", chat_id=SERGEY)
+        [answer] = await telegram.wait_sent(SERGEY, timeout=5)
+        assert "платеж" in answer.lower()
+        assert a1 not in telegram.confirmed and b1 not in telegram.confirmed, "nothing acknowledged past a message not yet handled"
+        while not any(call.path.endswith("/action-result") for call in secretary.calls):
+            await asyncio.sleep(0.05)  # the reply recorded: stopping now is not stopping halfway
+
+        # A restart while Anton's message still fails: Telegram has kept both messages.
+        await communicator.stop()
+        communicator = await start_communicator(secretary.url, **settings)
+        a2 = telegram.user_says(anton_says[1], chat_id=ANTON, username="smirnov_anton")
+        a3 = telegram.user_says(anton_says[2], chat_id=ANTON, username="smirnov_anton")
+        # Two of Anton's messages wait already: the third is declined at once, with a notice.
+        assert await telegram.wait_sent(ANTON, timeout=10) == [BUSY] and telegram.replies_to(ANTON) == [a3]
+
+        failing.clear()
+        await telegram.wait_sent(ANTON, 3, timeout=20)
+        assert telegram.replies_to(ANTON) == [a3, a1, a2], "the chat's own messages in order"
+        await telegram.wait_confirmed([a1, b1, a2, a3])
+        await asyncio.sleep(0.5)
+        assert len(telegram.to(SERGEY)) == 1, "Sergey's message, sent again after the restart, is not answered twice"
+        assert len(telegram.to(ANTON)) == 3
+    finally:
+        await communicator.stop()
+        await secretary.close()
+
+
+async def test_each_telegram_message_has_one_request_id(core, telegram, monkeypatch):
+    """Issue 12.4: one id per message, on every call to the secretary (retries included) and in the channel's log lines."""
+    secretary = await Relay(core.secretary).start()
+    first_try = [True]
+
+    def fail_once(call) -> int | None:
+        if call.path == "/analyze-request" and first_try[0]:
+            first_try[0] = False
+            return 503
+        return None
+
+    secretary.fail = fail_once
+    lines: list[tuple[str, str | None]] = []
+
+    class Recorder:
+        def __getattr__(self, level):
+            return lambda event, *args, **kwargs: lines.append((event, structlog.contextvars.get_contextvars().get("trace_id")))
+
+    monkeypatch.setattr(channel, "log", Recorder())
+    communicator = await start_communicator(secretary.url, **tg_settings(telegram))
+    try:
+        telegram.user_says("Нужна выгрузка платежей за октябрь по дням", chat_id=SERGEY)
+        await telegram.wait_sent(SERGEY)
+        second_message = telegram.user_says("Нужен отчёт по картам за сентябрь по дням", chat_id=SERGEY)
+        await telegram.wait_confirmed([second_message])  # handled to the end, its last line logged
+        ids = [call.headers.get("X-Request-ID") for call in secretary.calls]
+        tried, retried, second = [call.headers.get("X-Request-ID") for call in secretary.to("/analyze-request")]
+        assert tried and tried == retried and second and second != tried, ids
+        assert set(ids) == {tried, second}, "every call for a message carries its id"
+        assert [(event, trace) for event, trace in lines if "Telegram message" in event] == [
+            ("Telegram message not handled; will retry", tried), ("Telegram message answered", tried), ("Telegram message answered", second),
+        ]
+    finally:
+        await communicator.stop()
+        await secretary.close()
 
 
 def test_long_answers_are_split_at_telegram_limit():

@@ -88,7 +88,7 @@ async def test_same_message_id_twice_returns_the_stored_answer_without_llm(datab
         assert calls == 2
         status, again, _ = await post(f"{stack.secretary}/analyze-request", json=params)
         assert status == 200
-        assert again == first
+        assert again == {**first, "repeated": True}
         assert len(openai_server.requests) == calls, "a repeated message calls no LLM"
         # The same id on another channel is another message.
         openai_server.default = lambda body: json.dumps({"is_enough": False, "response": "Что именно?"}, ensure_ascii=False)
@@ -102,14 +102,17 @@ async def test_fruitless_clarifications_bring_in_a_human(database_url):
     stack = await start_stack(database_url, secretary={"max_clarifications": 2})
     try:
         url = f"{stack.secretary}/analyze-request"
-        actions = []
-        for text in ("Помогите", "Ну мне надо", "Не знаю", "Просто помогите"):
-            status, body, _ = await get(url, {"channel": "direct", "username": "someone", "request": text})
-            assert status == 200
-            actions.append(body["action"])
-        assert actions[:2] == ["уточнить", "уточнить"]
-        assert actions[2] == "написать в telegram сотруднику", "after two fruitless questions a colleague is told"
-        assert actions[3] == "уточнить", "the escalated conversation is closed; a new message starts afresh"
+        for sender, escalation in (({"username": "smirnovanton", "verified": "true"}, "написать в telegram сотруднику"),
+                                   ({"username": "someone"}, "ответить сообщением")):
+            answers = []
+            for text in ("Помогите", "Ну мне надо", "Не знаю", "Просто помогите"):
+                status, body, _ = await get(url, {"channel": "direct", "request": text, **sender})
+                assert status == 200
+                answers.append(body)
+            assert [a["action"] for a in answers[:2]] == ["уточнить", "уточнить"]
+            assert answers[2]["action"] == escalation, "after two fruitless questions a colleague is told (for employees)"
+            assert answers[3]["action"] == "уточнить", "the escalated conversation is closed; a new message starts afresh"
+        assert "поддержку" in answers[2]["response"], "a stranger is told whom to write to instead"
     finally:
         await stack.stop()
 
@@ -147,12 +150,62 @@ async def test_clarification_thread_reaches_the_guesser(database_url, openai_ser
     stack = await start_stack(database_url, llm={"llm_provider": "openai", "llm_base_url": openai_server.base_url})
     try:
         url = f"{stack.secretary}/analyze-request"
-        await get(url, {"channel": "direct", "username": "u1", "request": VAGUE})
-        status, final, _ = await get(url, {"channel": "direct", "username": "u1", "request": "Авторизации"})
+        sender = {"channel": "direct", "username": "smirnovanton", "verified": "true"}
+        await get(url, {**sender, "request": VAGUE})
+        status, final, _ = await get(url, {**sender, "request": "Авторизации"})
         assert status == 200 and final["action"] == "создать jira-task" and final["is_enough"] is True
-        second_guess = openai_server.requests[1]["body"]["messages"][-1]["content"]
-        assert VAGUE in second_guess and "Какие операции?" in second_guess and "Авторизации" in second_guess
+        thread = [{"role": "user", "text": VAGUE}, {"role": "assistant", "text": "Какие операции?"}, {"role": "user", "text": "Авторизации"}]
+        second_guess = json.loads(openai_server.requests[1]["body"]["messages"][-1]["content"].split("\n", 1)[1])
+        assert second_guess["discussion"] == thread, "the model gets the discussion as turns, not labelled text"
         analyst_call = json.loads(openai_server.requests[2]["body"]["messages"][-1]["content"].split("\n", 1)[1])
-        assert analyst_call["context"] == "Авторизации кошельков" and VAGUE in analyst_call["request"]
+        assert analyst_call["context"] == "Авторизации кошельков" and analyst_call["discussion"] == thread
+        assert final["discussion"] == [*thread, {"role": "assistant", "text": "Куб авторизаций"}]
+        assert final["person"]["username"] == "smirnovanton" and final["person"]["known"] is True
     finally:
         await stack.stop()
+
+
+async def test_a_message_id_belongs_to_its_sender(stack):
+    """Item 1 of the trust review: another sender's id neither reads nor takes over a message."""
+    url = f"{stack.secretary}/analyze-request"
+    alice = {"channel": "tg", "username": "100003", "verified": "true"}
+    mallory = {"channel": "tg", "username": "666", "verified": "true"}
+    status, hers, _ = await get(url, {**alice, "request": "Нужен срез авторизаций кошельков за месяц", "message_id": "42:7"})
+    assert status == 200 and hers["is_enough"] is True
+    status, stolen, _ = await get(url, {**mallory, "request": "Что угодно", "message_id": "42:7"})
+    assert status == 200 and stolen["turn_id"] != hers["turn_id"] and stolen["repeated"] is False
+    assert "авториз" not in stolen["response"].lower() and stolen["request"] == "Что угодно", "nothing of hers is shown"
+
+    # Pre-sending the next guessable id does not hijack her next message either.
+    await get(url, {**mallory, "request": "Помогите", "message_id": "42:8"})
+    status, next_one, _ = await get(url, {**alice, "request": "Нужна выгрузка пополнений кошельков за неделю", "message_id": "42:8"})
+    assert status == 200 and next_one["repeated"] is False and next_one["person"]["username"] == "ivanovsergey"
+    assert next_one["request"] == "Нужна выгрузка пополнений кошельков за неделю", "her message is stored and answered"
+
+
+async def test_threads_keep_discussions_apart_and_can_be_closed(stack):
+    url = f"{stack.secretary}/analyze-request"
+    sender = {"channel": "email", "username": "smirnovanton@example.com", "verified": "true"}
+    _, first, _ = await get(url, {**sender, "request": VAGUE, "thread": "<root-1@example.com>"})
+    assert first["action"] == "уточнить"
+    _, other, _ = await get(url, {**sender, "request": "Новая тема: отчёт по платежам", "thread": "<root-2@example.com>"})
+    assert other["conversation_id"] != first["conversation_id"], "a new e-mail thread is a new conversation"
+    assert VAGUE not in other["response"] and other["request"] != VAGUE
+    _, reply, _ = await get(url, {**sender, "request": ANSWER, "thread": "<root-1@example.com>"})
+    assert reply["conversation_id"] == first["conversation_id"] and reply["is_enough"] is True
+
+    _, again, _ = await get(url, {**sender, "request": VAGUE, "thread": "<root-3@example.com>"})
+    status, closed, _ = await post(f"{stack.secretary}/conversations/close", json={
+        "channel": "email", "username": "smirnovanton@example.com", "thread": "<root-3@example.com>"})
+    assert status == 200 and closed == {"closed": 1}
+    _, fresh, _ = await get(url, {**sender, "request": ANSWER, "thread": "<root-3@example.com>"})
+    assert fresh["conversation_id"] != again["conversation_id"], "after closing, the thread starts afresh"
+
+
+async def test_an_answer_that_picks_an_offered_option_is_understood(stack):
+    url = f"{stack.secretary}/analyze-request"
+    sender = {"channel": "direct", "username": "smirnovanton", "thread": "tab-1"}
+    _, question, _ = await get(url, {**sender, "request": VAGUE})
+    assert question["action"] == "уточнить" and "все операции" in question["question"]
+    _, answer, _ = await get(url, {**sender, "request": "все операции"})
+    assert answer["is_enough"] is True and answer["conversation_id"] == question["conversation_id"]

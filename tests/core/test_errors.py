@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from support.client import get, is_error_response, post
+from support.client import AS_A_SERVICE, get, is_error_response, post
 
 
 @pytest.mark.parametrize(
@@ -26,13 +26,13 @@ async def test_bad_parameters_get_the_seed_error_shape(stack, params, message):
 
 async def test_bad_bodies_and_unknown_routes(stack):
     url = f"{stack.secretary}/analyze-request"
-    status, body, _ = await post(url, data="{not json", headers={"Content-Type": "application/json"})
+    status, body, _ = await post(url, data="{not json", headers={**AS_A_SERVICE, "Content-Type": "application/json"})
     assert status == 400 and is_error_response(body, 400)
     status, body, _ = await post(url, json=["a", "list"])
     assert status == 400 and is_error_response(body, 400)
     status, body, _ = await post(url, json={"channel": "tg", "username": "u"})
     assert status == 400 and body["message"] == "Field 'request' is required"
-    status, body, _ = await post(url, data="x" * 2_000_000, headers={"Content-Type": "application/json"})
+    status, body, _ = await post(url, data="x" * 2_000_000, headers={**AS_A_SERVICE, "Content-Type": "application/json"})
     assert status == 413 and is_error_response(body, 413)
     status, body, _ = await get(f"{stack.secretary}/no-such-thing")
     assert status == 404 and is_error_response(body, 404)

@@ -37,7 +37,7 @@ async def ask(service: Service, **fields):
 async def test_good_answer_and_what_the_model_receives(guesser, openai_server):
     openai_server.push(Reply(text=GOOD))
     status, body, headers = await ask(guesser)
-    assert status == 200 and body == json.loads(GOOD)
+    assert status == 200 and body == {**json.loads(GOOD), "reasoning": json.loads(GOOD)["response"]}, "reasoning: the original implementation's name"
     sent = openai_server.requests[0]
     assert sent["headers"]["Authorization"] == "Bearer sk-placeholder"
     assert sent["headers"]["X-Request-ID"] == headers["X-Request-ID"], "the request id reaches the LLM gateway"

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from ai_secretary.app import MIGRATIONS, SecretarySettings, create_app as create_secretary, migrate
 from multyworkemon_common.database import apply_migrations
-from support.client import get, is_error_response, post
+from support.client import AS_A_SERVICE, get, is_error_response, post
 from support.stack import Service, free_port, start_stack
 
 
@@ -63,7 +63,7 @@ async def test_request_id_travels_and_metrics_count(stack):
     status, _, headers = await get(
         f"{stack.secretary}/analyze-request",
         {"channel": "direct", "username": "u", "request": "Срез авторизаций кошельков за месяц"},
-        headers={"X-Request-ID": "req-test-123"},
+        headers={**AS_A_SERVICE, "X-Request-ID": "req-test-123"},
     )
     assert status == 200 and headers["X-Request-ID"] == "req-test-123"
     connection = await asyncpg.connect(stack.database_url)
@@ -103,6 +103,7 @@ def test_settings_from_files(tmp_path, monkeypatch):
     (secrets / "database_url").write_text("postgresql://app:from-secret-dir@db/mw\n")
     token_file = tmp_path / "token"
     token_file.write_text("tok-from-file")
+    monkeypatch.delenv("SERVICE_TOKEN")
     monkeypatch.setenv("SECRETS_DIR", str(secrets))
     monkeypatch.setenv("SERVICE_TOKEN_FILE", str(token_file))
     monkeypatch.setenv("MAX_CLARIFICATIONS", "5")
@@ -119,8 +120,10 @@ async def test_service_token_between_services(database_url):
     stack = await start_stack(database_url, common={"service_token": SecretStr("s3cret-token")})
     try:
         params = {"channel": "direct", "username": "u", "request": "Срез авторизаций кошельков за месяц"}
-        status, body, _ = await get(f"{stack.secretary}/analyze-request", params)
+        status, body, _ = await get(f"{stack.secretary}/analyze-request", params, headers={"X-Service-Token": "s3cret-token"})
         assert status == 200, "the secretary passes its token on to the guesser and analyst"
+        status, body, _ = await get(f"{stack.secretary}/analyze-request", params, headers={})
+        assert status == 401 and is_error_response(body, 401), "only the communicator (with the token) may ask the secretary"
         status, body, _ = await get(f"{stack.url('guesser')}/get-context", {"username": "u", "department": "d", "position": "p", "request": "r"})
         assert status == 401 and is_error_response(body, 401), "the guesser refuses callers without the token"
         status, body, _ = await get(f"{stack.secretary}/conversations")
@@ -134,7 +137,8 @@ async def test_service_token_between_services(database_url):
 
 
 async def test_action_results_are_stored_with_the_turn(stack):
-    _, answer, _ = await get(f"{stack.secretary}/analyze-request", {"channel": "tg", "username": "u", "request": "Заведи задачу на доработку куба авторизаций кошельков"})
+    _, answer, _ = await get(f"{stack.secretary}/analyze-request", {
+        "channel": "tg", "username": "100003", "verified": "true", "request": "Заведи задачу на доработку куба авторизаций кошельков"})
     assert answer["action"] == "создать jira-task"
     status, body, _ = await post(f"{stack.secretary}/turns/{answer['turn_id']}/action-result",
                                  json={"action": answer["action"], "status": "done", "external_id": "DATA-123"})

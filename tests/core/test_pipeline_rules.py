@@ -1,8 +1,16 @@
-"""The secretary's small rules: which action a final answer gets, how a discussion reads."""
+"""The secretary's small rules: which action a final answer gets, and who may have actions taken for them."""
 
 import pytest
 
-from ai_secretary.pipeline import discussion_text, normalise_action
+from ai_secretary.pipeline import final_action
+from multyworkemon_common.contract import AnalyzeRequest, DiscussionTurn, PersonInfo, discussion_text, users_words
+
+EMPLOYEE = PersonInfo(username="smirnovanton", department="Аналитика", position="Аналитик", known=True)
+STRANGER = PersonInfo(username="email:x@y.example", department="не указано", position="не указана", known=False)
+
+
+def message(channel: str, verified: bool = True) -> AnalyzeRequest:
+    return AnalyzeRequest(channel=channel, username="x", request="r", verified=verified)
 
 
 @pytest.mark.parametrize(
@@ -19,19 +27,23 @@ from ai_secretary.pipeline import discussion_text, normalise_action
     ],
 )
 def test_final_answer_actions(proposed, channel, expected):
-    assert normalise_action(proposed, channel) == expected
+    assert final_action(proposed, message(channel), EMPLOYEE) == (expected, False)
 
 
-def test_discussion_lists_request_questions_and_answers():
-    earlier = [
-        {"request": "Нужна аналитика", "question": "Какая?"},
-        {"request": "По кошелькам", "question": "Какие операции?"},
+@pytest.mark.parametrize(("verified", "person"), [(False, EMPLOYEE), (True, STRANGER), (False, STRANGER)])
+def test_actions_on_someones_behalf_need_an_authenticated_sender_in_the_directory(verified, person):
+    assert final_action("создать jira-task", message("email", verified), person) == ("ответить на письмо", True)
+    assert final_action("написать в рассылку департамента", message("direct", verified), person) == ("ответить сообщением", True)
+
+
+def test_the_discussion_travels_as_turns_and_only_the_users_words_are_searched():
+    discussion = [
+        DiscussionTurn(role="user", text="Нужна аналитика"),
+        DiscussionTurn(role="assistant", text="Какая: по картам или кошелькам?"),
+        DiscussionTurn(role="user", text="По кошелькам"),
     ]
-    assert discussion_text(earlier, "Авторизации") == (
-        "Исходное обращение: Нужна аналитика\n"
-        "Уточняющий вопрос: Какая?\n"
-        "Ответ пользователя: По кошелькам\n"
-        "Уточняющий вопрос: Какие операции?\n"
-        "Ответ пользователя: Авторизации"
+    assert users_words(discussion, "fallback") == "Нужна аналитика\nПо кошелькам"
+    assert users_words([], "Просто запрос") == "Просто запрос"
+    assert discussion_text(discussion) == (
+        "Пользователь: Нужна аналитика\nMultyWorkemon: Какая: по картам или кошелькам?\nПользователь: По кошелькам"
     )
-    assert discussion_text([], "Просто запрос") == "Просто запрос"

@@ -31,6 +31,26 @@ KUBE_VERSIONS = ["1.30.0", "1.33.0", "1.36.0"]
 MONITORING_API = "monitoring.coreos.com/v1"
 
 
+def library_defaults() -> dict:
+    """The service charts' shared defaults: the YAML inside "mw.defaults" of the library chart."""
+    text = (ROOT / "charts/multyworkemon-lib/templates/_defaults.tpl").read_text()
+    body = text.split('{{- define "mw.defaults" -}}\n', 1)[1].split("{{- end }}", 1)[0]
+    return yaml.safe_load(body)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """What the library's mustMergeOverwrite does: maps merge, anything else in `over` wins."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def chart_values(chart: str) -> dict:
+    """A service chart's values as its templates see them: the library's defaults under its values.yaml."""
+    return deep_merge(library_defaults(), yaml.safe_load((ROOT / "charts" / chart / "values.yaml").read_text()))
+
+
 def tool(name: str) -> str:
     path = BIN / name
     if not path.is_file():

@@ -13,13 +13,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import HERE, KUBE_VERSIONS, ROOT, SERVICES, by_kind, run
+from .conftest import HERE, KUBE_VERSIONS, ROOT, SERVICES, by_kind, chart_values, library_defaults, run
 
 UMBRELLA_MATRIX = {
     "defaults": (),
     "kind": (ROOT / "charts/multyworkemon/values-kind.yaml",),
     "production": (ROOT / "charts/multyworkemon/values-production.yaml",),
     "everything-off": (HERE / "values/everything-off.yaml",),
+    "oauth2-proxy": (HERE / "values/oauth2-proxy.yaml",),
 }
 STANDALONE_VALUES = (HERE / "values/standalone-external-db.yaml",)
 
@@ -128,14 +129,14 @@ def test_crd_objects_follow_the_monitoring_api(render, chart, values):
         rule_files = sorted((ROOT / "dashboards/alerts").glob("*.rules.yaml"))
         assert len(by_kind(with_api, "PrometheusRule")) == len(rule_files) > 0
     elif "everything-off" not in str(values):
-        deployments = by_kind(with_api, "Deployment")
-        assert len(by_kind(with_api, "ServiceMonitor")) == len(deployments) > 0
+        services = [d for d in by_kind(with_api, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/name"] in SERVICES]
+        assert len(by_kind(with_api, "ServiceMonitor")) == len(services) > 0
     else:
         assert not by_kind(with_api, "ServiceMonitor")
 
 
 def test_service_monitor_can_be_forced_without_the_api(render):
-    objects = render.objects("charts/ai-guesser", sets=("serviceMonitor.force=true",))
+    objects = render.objects("charts/ai-guesser", values=STANDALONE_VALUES, sets=("serviceMonitor.force=true",))
     assert len(by_kind(objects, "ServiceMonitor")) == 1
 
 
@@ -154,12 +155,44 @@ def test_crd_schemas_reject_a_wrong_object(kubeconform, kube_schemas):
     assert "intervall" in result.stdout
 
 
-def test_service_values_schema_is_one_file():
-    """The four service charts share one values schema (charts/service-values.schema.json)."""
-    shared = (ROOT / "charts/service-values.schema.json").read_text()
+def test_service_values_hold_only_what_differs_from_the_library():
+    """Issue 12: shared defaults live once (the library's "mw.defaults"); a service chart's
+    values.yaml restates none of them."""
+    defaults = library_defaults()
+
+    def restated(values: dict, base: dict, path: str = ""):
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict) and value:
+                yield from restated(value, base[key], f"{path}{key}.")
+            elif key in base and base[key] == value:
+                yield f"{path}{key}"
+
     for name in SERVICES:
-        copy = (ROOT / "charts" / name / "values.schema.json").read_text()
-        assert copy == shared, f"copy charts/service-values.schema.json to charts/{name}/values.schema.json"
+        own = yaml.safe_load((ROOT / "charts" / name / "values.yaml").read_text())
+        assert not list(restated(own, defaults)), name
+        assert set(own) <= set(defaults) | {"component", "image", "port"}, name
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_library_defaults_render_like_helms_own_values_merge(helm, charts, tmp_path, name):
+    """The chart rendered as is (template-level merge) equals the chart whose values.yaml holds the
+    defaults merged in Python; that render also checks the merged values against the schema."""
+    import shutil
+
+    merged = tmp_path / name
+    shutil.copytree(charts / "charts" / name, merged)
+    (merged / "values.yaml").write_text(yaml.safe_dump(chart_values(name), allow_unicode=True))
+    args = ["--kube-version", KUBE_VERSIONS[-1], "--values", str(STANDALONE_VALUES[0])]
+    as_is = run([helm, "template", "mw", str(charts / "charts" / name), *args]).stdout
+    assert as_is == run([helm, "template", "mw", str(merged), *args]).stdout
+
+
+def test_one_values_schema_serves_the_four_charts():
+    """One schema file, linked (not copied) into each chart, reusing its definitions by $ref."""
+    shared = ROOT / "charts/multyworkemon-lib/service-values.schema.json"
+    for name in SERVICES:
+        assert (ROOT / "charts" / name / "values.schema.json").resolve() == shared, name
+    assert '"$ref": "#/definitions/probe"' in shared.read_text()
 
 
 def test_schema_rejects_a_typo(helm, charts):
@@ -167,6 +200,10 @@ def test_schema_rejects_a_typo(helm, charts):
         [helm, "template", "x", str(charts / "charts/ai-guesser"), "--kube-version", KUBE_VERSIONS[-1],
          "--set", "replicas=3"], capture_output=True, text=True)
     assert result.returncode != 0 and "replicas" in result.stderr
+    nested = __import__("subprocess").run(
+        [helm, "template", "x", str(charts / "charts/ai-guesser"), "--kube-version", KUBE_VERSIONS[-1],
+         "--set", "probes.startup.periodSecond=2"], capture_output=True, text=True)
+    assert nested.returncode != 0 and "periodSecond" in nested.stderr
 
 
 def test_secretary_without_a_database_fails_with_a_clear_message(helm, charts):

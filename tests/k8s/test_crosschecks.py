@@ -267,7 +267,7 @@ def test_service_accounts_mount_no_token(render):
 
 def test_a_changed_setting_rolls_the_pods(render):
     def checksum(sets):
-        deployment = by_kind(render.objects("charts/ai-guesser", sets=sets), "Deployment")[0]
+        deployment = by_kind(render.objects("charts/ai-guesser", values=STANDALONE_VALUES, sets=sets), "Deployment")[0]
         return deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     assert checksum(()) != checksum(("config.LOG_LEVEL=debug",))
     assert checksum(()) != checksum(("files.system-prompt\\.txt=Be brief.",))
@@ -317,10 +317,10 @@ def test_the_database_services_migrate_on_start_and_wait_for_the_schema(render, 
 
 def test_placeholder_secrets_only(render):
     """The charts' own values hold no credential: every chart-made Secret in the default render is
-    empty or made of the release's generated database password."""
+    empty or made of what the release generates (the database password, the service token)."""
     for objects in (umbrella(render, "defaults"),):
         for secret in by_kind(objects, "Secret"):
-            if secret["metadata"]["name"] == "mw-postgresql":
+            if secret["metadata"]["name"] in ("mw-postgresql", "mw-service-token"):
                 continue
             assert not secret.get("data"), secret["metadata"]["name"]
 
@@ -346,5 +346,8 @@ def test_notes_say_how_to_reach_the_api(helm, charts, tmp_path):
                KUBE_VERSIONS[-1], "--show-only", "templates/zz-notes.yaml"]).stdout
     text = yaml.safe_load(out)["data"]["notes"]
     assert "kubectl --namespace multyworkemon port-forward svc/mw-ai-secretary 8000:8000" in text
+    # /analyze-request wants the token: the notes say where it is.
+    assert "get secret mw-service-token -o jsonpath='{.data.SERVICE_TOKEN}'" in text
+    assert 'curl -H "X-Service-Token: $TOKEN" \'http://127.0.0.1:8000/analyze-request?' in text
     assert "kubectl --namespace multyworkemon port-forward svc/mw-ai-communicator 8003:8003" in text
     assert "helm test mw --namespace multyworkemon" in text

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROOT, SERVICES
+from .conftest import ROOT, SERVICES, chart_values
 
 SECRET_WORDS = re.compile(r"(TOKEN|PASSWORD|SECRET|API_KEY|DATABASE_URL)", re.I)
 DOCKERFILE = ROOT / "services" / "Dockerfile"
@@ -107,8 +107,7 @@ def test_skaffold_builds_each_service_with_its_own_build_args():
         # skaffold v4beta13: buildArgs is a map of strings.
         assert docker["buildArgs"] == {"SERVICE": name, "PORT": str(port)}
         assert (ROOT / "services" / name / "src" / module / "__main__.py").is_file()
-        values = yaml.safe_load((ROOT / "charts" / name / "values.yaml").read_text())
-        assert values["port"] == port, f"{name}: the chart's port is not the image's PORT"
+        assert chart_values(name)["port"] == port, f"{name}: the chart's port is not the image's PORT"
 
 
 def test_dockerignore_keeps_what_the_dockerfiles_copy():

@@ -75,6 +75,18 @@ def test_fluent_bit_is_wired_to_this_elasticsearch_and_these_containers(render):
         assert fnmatch.fnmatch(log, settings["Path"]), f"{settings['Path']} misses {container}"
 
 
+def test_fluent_bit_keeps_the_charts_service_section_and_node_mounts():
+    """fluent-bit.conf adds its [SERVICE] keys to the chart's section and writes its dead-letter
+    queue under /var/log, which the chart's DaemonSet mounts from the node: neither is overridden."""
+    values = yaml.safe_load((ROOT / "k8s/values/fluent-bit.yaml").read_text())
+    assert "service" not in values["config"]
+    assert not {"daemonSetVolumes", "daemonSetVolumeMounts", "volumeMounts", "existingConfigMap"} & set(values)
+    conf = (DASHBOARDS / "logging/fluent-bit.conf").read_text()
+    lines = [line.strip() for line in conf.splitlines()]
+    (storage,) = [line.split()[1] for line in lines if line.startswith("storage.path ")]
+    assert lines.count("[SERVICE]") == 1 and storage.startswith("/var/log/")
+
+
 def test_elasticsearch_fits_a_laptop(render):
     statefulset = next(s for s in by_kind(observability(render), "StatefulSet") if s["metadata"]["name"] == "elasticsearch")
     container = pod_spec(statefulset)["containers"][0]

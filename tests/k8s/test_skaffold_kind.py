@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROOT, SERVICES, by_kind, pod_spec
+from .conftest import ROOT, SERVICES, by_kind, chart_values, pod_spec
 from .test_charts import UMBRELLA_MATRIX
 
 SKAFFOLD = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
@@ -21,10 +21,6 @@ KIND = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
 RELEASES = {r["name"]: r for r in SKAFFOLD["deploy"]["helm"]["releases"]}
 VERSIONS = dict(line.split("=", 1) for line in (ROOT / "k8s/versions.env").read_text().splitlines()
                 if line and not line.startswith("#"))
-
-
-def chart_values(chart: str) -> dict:
-    return yaml.safe_load((ROOT / "charts" / chart / "values.yaml").read_text())
 
 
 def dig(tree: dict, dotted: str):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from ai_systemanalitic.links import REMOVED_MARK
+from multyworkemon_common.links import REMOVED_MARK
 from support.client import get, post
 from support.openai_wire import Reply
 

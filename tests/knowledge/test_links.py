@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ai_systemanalitic.links import REMOVED_MARK, find_links, link_key, strip_links
+from multyworkemon_common.links import REMOVED_MARK, find_links, link_key, strip_links
 
 
 def test_find_links_drops_sentence_punctuation():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards" / "grafana"
@@ -13,16 +16,20 @@ RULES = ROOT / "dashboards" / "alerts" / "multyworkemon.rules.yaml"
 RULE_TESTS = ROOT / "dashboards" / "alerts" / "multyworkemon.test.yaml"
 LOGGING = ROOT / "dashboards" / "logging"
 CATALOG = ROOT / "docs" / "metrics.md"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+MONITORING_VALUES = ROOT / "k8s" / "values" / "kube-prometheus-stack.yaml"
 SERVICES = ("ai-secretary", "ai-guesser", "ai-systemanalitic", "ai-communicator")
 
 # Series that only a Kubernetes cluster with kube-prometheus-stack has (kube-state-metrics, cAdvisor).
 CLUSTER_METRICS = {"kube_pod_container_status_restarts_total", "container_cpu_usage_seconds_total", "container_memory_working_set_bytes"}
+# Fluent Bit's own metrics (the DaemonSet of k8s/values/fluent-bit.yaml), also only in a cluster.
+FLUENT_BIT_METRICS = {"fluentbit_output_dropped_records_total"}
 # Grafana's own variables, and the values the checks give them: with 1 s scrapes, one minute holds
 # every sample the tests produce.
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__range": "5m", "__interval": "15s"}
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
-_METRIC = re.compile(r"\b(mw_[a-z0-9_]+|up|kube_[a-z0-9_]+|container_[a-z0-9_]+)\b(?!\s*\()")
+_METRIC = re.compile(r"\b(mw_[a-z0-9_]+|up|kube_[a-z0-9_]+|container_[a-z0-9_]+|fluentbit_[a-z0-9_]+)\b(?!\s*\()")
 _SELECTOR = re.compile(r"\b((?:mw_[a-z0-9_]+|up))\b(\{[^}]*\})?(?!\s*\()")
 _HISTOGRAM_SUFFIX = re.compile(r"_(bucket|sum|count)$")
 
@@ -95,37 +102,56 @@ def selectors(expr: str) -> list[str]:
 
 def catalog_metrics() -> set[str]:
     """Metric names documented in docs/metrics.md (the first column of its tables)."""
-    return set(re.findall(r"^\| `(mw_[a-z0-9_]+)` \|", CATALOG.read_text(encoding="utf-8"), flags=re.MULTILINE))
+    return set(re.findall(r"^\| `((?:mw|fluentbit)_[a-z0-9_]+)` \|", CATALOG.read_text(encoding="utf-8"), flags=re.MULTILINE))
 
 
 @dataclass(frozen=True)
 class AlertRule:
     name: str
     expr: str
+    labels: dict = field(default_factory=dict, hash=False, compare=False)
+    annotations: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+def rule_file() -> dict:
+    return yaml.safe_load(RULES.read_text(encoding="utf-8"))
 
 
 def alert_rules() -> list[AlertRule]:
-    """The alerts of the rule file, read without a YAML library: `- alert:`, comments, then `expr:` (inline or `|` block)."""
-    rules = []
-    lines = RULES.read_text(encoding="utf-8").splitlines()
-    for index, line in enumerate(lines):
-        match = re.match(r"^(\s*)- alert: (\w+)$", line)
-        if not match:
-            continue
-        at = index + 1
-        while lines[at].strip().startswith("#"):
-            at += 1
-        expr_line = lines[at].strip()
-        assert expr_line.startswith("expr:"), f"{match.group(2)}: expr must follow alert"
-        inline = expr_line[len("expr:"):].strip()
-        if inline != "|":
-            rules.append(AlertRule(match.group(2), inline))
-            continue
-        indent = len(lines[at]) - len(lines[at].lstrip())
-        body = []
-        for follower in lines[at + 1:]:
-            if follower.strip() and len(follower) - len(follower.lstrip()) <= indent:
-                break
-            body.append(follower.strip())
-        rules.append(AlertRule(match.group(2), " ".join(part for part in body if part)))
-    return rules
+    """Every alert of the rule file, as Prometheus reads it."""
+    return [
+        AlertRule(rule["alert"], rule["expr"].strip(), rule.get("labels", {}), rule.get("annotations", {}))
+        for group in rule_file()["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def alertmanager_config() -> dict:
+    """The Alertmanager configuration the monitoring values ship (kube-prometheus-stack's alertmanager.config)."""
+    return yaml.safe_load(MONITORING_VALUES.read_text(encoding="utf-8"))["alertmanager"]["config"]
+
+
+def stat_display(panel: dict, value: float | None) -> tuple[str, str | None]:
+    """(text, color) of a stat tile for one value, as Grafana picks them: value mappings first,
+    then the thresholds; None is the empty query (special mappings, then `noValue`)."""
+    defaults = panel["fieldConfig"]["defaults"]
+    empty = value is None or math.isnan(value)
+    for mapping in defaults.get("mappings", []):
+        if empty and mapping["type"] == "special" and mapping["options"]["match"] in ("null", "nan", "null+nan"):
+            result = mapping["options"]["result"]
+            return result.get("text", defaults.get("noValue", "No data")), result.get("color")
+        if not empty and mapping["type"] == "value":
+            result = mapping["options"].get(format(value, "g"))  # Grafana matches String(value): "-1", "0", "1"
+            if result is not None:
+                return result["text"], result.get("color")
+    if empty:
+        return defaults.get("noValue", "No data"), None
+    steps = defaults["thresholds"]["steps"]
+    color = [step["color"] for step in steps if step["value"] is None or value >= step["value"]][-1]
+    return format(value, "g"), color
+
+
+def runbook_blocks(markdown: str, language: str) -> list[str]:
+    """The fenced code blocks of one language (```promql, ```kql) in a piece of docs/runbooks.md."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", markdown, flags=re.MULTILINE | re.DOTALL)

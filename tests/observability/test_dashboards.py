@@ -17,6 +17,7 @@ from observability_files import (
     metric_names,
     panel_queries,
     panels,
+    stat_display,
     variables_used,
 )
 
@@ -51,6 +52,8 @@ def test_loads_in_a_provisioned_grafana_unchanged(name):
     text = (DASHBOARDS / name).read_text(encoding="utf-8")
     # Imported dashboards carry __inputs / ${DS_...}; the sidecar provisions files as they are.
     assert "__inputs" not in dashboard and "${DS_" not in text
+    # Provisioned from a ConfigMap: edits in the UI could not be saved, so the UI does not offer them.
+    assert dashboard["editable"] is False
     assert dashboard.get("id") is None, "a provisioned dashboard must not carry a database id"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
@@ -117,3 +120,48 @@ def test_generated_json_is_stable_text():
     for path in DASHBOARDS.glob("*.json"):
         text = path.read_text(encoding="utf-8")
         assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DASHBOARDS.glob("*.json")))
+def test_every_tile_is_red_when_its_query_answers_nothing(name):
+    for panel in panels(load_dashboards()[name]):
+        if panel["type"] == "stat":
+            assert stat_display(panel, None) == ("NO DATA", "red"), panel["title"]
+
+
+def test_state_tiles_tell_a_stopped_service_from_a_failing_check():
+    tiles = {panel["title"]: panel for panel in panels(load_dashboards()["multyworkemon-health.json"])}
+    shown = {title: {value: stat_display(tiles[title], value) for value in (-1, 0, 1)}
+             for title in ("Up (instances scraped)", "Ready", "Channel connected", "Database reachable")}
+    assert shown["Ready"] == {-1: ("SERVICE DOWN", "red"), 0: ("NOT READY", "red"), 1: ("READY", "green")}
+    assert shown["Channel connected"] == {-1: ("SERVICE DOWN", "red"), 0: ("DISCONNECTED", "red"), 1: ("CONNECTED", "green")}
+    assert shown["Database reachable"] == {-1: ("SERVICE DOWN", "red"), 0: ("UNREACHABLE", "red"), 1: ("REACHABLE", "green")}
+    assert shown["Up (instances scraped)"] == {-1: ("SERVICE DOWN", "red"), 0: ("DOWN", "red"), 1: ("1", "green")}
+
+
+# Units that say "per second" of something; CPU seconds per second are cores.
+PER_SECOND = {"reqps", "ops", "mps", "count:tok/s", "suffix:cores", "percentunit", "s"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DASHBOARDS.glob("*.json")))
+def test_rate_panels_have_rate_units_and_every_table_number_a_unit(name):
+    for panel in panels(load_dashboards()[name]):
+        exprs = [target["expr"] for target in panel["targets"]]
+        if panel["type"] == "timeseries" and any("rate(" in expr for expr in exprs):
+            assert panel["fieldConfig"]["defaults"]["unit"] in PER_SECOND, f"{panel['title']}: {panel['fieldConfig']['defaults']['unit']}"
+        if panel["type"] == "table":
+            units = {o["matcher"]["options"]: o["properties"][0]["value"] for o in panel["fieldConfig"]["overrides"]
+                     if o["properties"][0]["id"] == "unit"}
+            organize = panel["transformations"][1]["options"]
+            # Grafana names a table's numbers "Value" (one query) or "Value #A", "Value #B"...
+            refs = [target["refId"] for target in panel["targets"]]
+            columns = ["Value"] if len(refs) == 1 else [f"Value #{ref}" for ref in refs]
+            shown = [organize["renameByName"].get(c, c) for c in columns if not organize["excludeByName"].get(c)]
+            assert all(column in units for column in shown), f"{panel['title']}: {shown} without a unit ({units})"
+    cpu = [p for p in panels(load_dashboards()[name]) if "mw_process_cpu_seconds_total" in p["targets"][0]["expr"]]
+    assert cpu and all(p["fieldConfig"]["defaults"]["unit"] == "suffix:cores" for p in cpu)
+
+
+def test_requests_in_flight_leave_out_the_scrape_that_reads_them():
+    (panel,) = [p for p in panels(load_dashboards()["multyworkemon-service.json"]) if p["title"] == "Requests in flight"]
+    assert "mw_http_requests_in_flight{" in panel["targets"][0]["expr"] and " - 1, 0)" in panel["targets"][0]["expr"]

@@ -1,6 +1,7 @@
 """The proof: the services run as processes, a real Prometheus scrapes them while requests flow
 (some of them failing for real), then every dashboard query and every alert rule is evaluated by
-that Prometheus, and every line the services printed is held against the Elasticsearch template.
+that Prometheus; one service is stopped and every tile shows it red; and every line the services
+printed is held against the Elasticsearch template.
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ import pytest
 import pytest_asyncio
 
 from es_template import IndexTemplate
-from live_system import Prometheus, ServiceProcess
+from live_system import Prometheus, ServiceProcess, eventually, start_the_four_services
 from observability_files import (
     CLUSTER_METRICS,
+    FLUENT_BIT_METRICS,
     LOGGING,
-    ROOT,
+    RUNBOOKS,
     alert_rules,
     load_dashboards,
     metric_names,
     panel_queries,
+    panels,
+    runbook_blocks,
     selectors,
+    stat_display,
     substitute,
 )
 from support.communicator import metric
@@ -63,35 +68,19 @@ class LiveRun:
 
 
 def _start_services(folder: Path, database_url: str, llm_url: str, mail: MailPeers, telegram: TelegramAPI) -> dict[str, ServiceProcess]:
-    common = {
-        "LOG_LEVEL": "debug",  # every record shape, the users' text too (debug only)
-        "SECRETS_DIR": str(folder / "no-secrets"),
-        "DATABASE_URL": database_url,
-        "SERVICE_TOKEN": "",
-    }
-    guesser = ServiceProcess("ai-guesser", "ai_guesser", {**common, "LLM_PROVIDER": "offline"}, folder)
-    # The analyst talks to an OpenAI-compatible server through the real openai client, so that its
-    # LLM can fail on cue; the guesser keeps the built-in offline model: both providers show up.
-    analyst = ServiceProcess("ai-systemanalitic", "ai_systemanalitic", {
-        **common, "LLM_PROVIDER": "openai", "LLM_BASE_URL": llm_url, "LLM_API_KEY": "sk-placeholder",
-        "LLM_MODEL": "wire-model", "LLM_MAX_RETRIES": "0", "LLM_TIMEOUT": "5",
-    }, folder)
-    secretary = ServiceProcess("ai-secretary", "ai_secretary", {
-        **common, "GUESSER_URL": guesser.url, "ANALYST_URL": analyst.url,
-        "USERS_FILE": str(ROOT / "services/ai-secretary/users.example.yaml"),
-    }, folder)
-    # The communicator with all three channels: a Dovecot mailbox and an SMTP server, a local Bot
-    # API for the real aiogram, the web chat; quick retries so a failing message ends in seconds.
     mail_settings = {key.upper(): str(value) for key, value in mail.settings().items()}
-    communicator = ServiceProcess("ai-communicator", "ai_communicator", {
-        **common, **mail_settings, "SECRETARY_URL": secretary.url,
-        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.url, "TELEGRAM_POLL_TIMEOUT": "2",
-        "MAX_ATTEMPTS": "3", "RETRY_BASE_SECONDS": "0.2", "RETRY_MAX_SECONDS": "0.8", "LOCK_RETRY_SECONDS": "0.3",
-    }, folder)
-    services = {s.name: s for s in (guesser, analyst, secretary, communicator)}
-    for service in services.values():
-        service.start()
-    return services
+    return start_the_four_services(
+        folder, database_url,
+        log_level="debug",  # every record shape, the users' text too (debug only)
+        # The analyst talks to an OpenAI-compatible server through the real openai client, so that its
+        # LLM can fail on cue; the guesser keeps the built-in offline model: both providers show up.
+        analyst={"LLM_PROVIDER": "openai", "LLM_BASE_URL": llm_url, "LLM_API_KEY": "sk-placeholder",
+                 "LLM_MODEL": "wire-model", "LLM_MAX_RETRIES": "0", "LLM_TIMEOUT": "5"},
+        # The communicator with all three channels: a Dovecot mailbox and an SMTP server, a local Bot
+        # API for the real aiogram, the web chat; quick retries so a failing message ends in seconds.
+        communicator={**mail_settings, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.url, "TELEGRAM_POLL_TIMEOUT": "2",
+                      "MAX_ATTEMPTS": "3", "RETRY_BASE_SECONDS": "0.2", "RETRY_MAX_SECONDS": "0.8", "LOCK_RETRY_SECONDS": "0.3"},
+    )
 
 
 async def _call(run: LiveRun, session: aiohttp.ClientSession, method: str, service: str, path: str, **kwargs) -> dict:
@@ -111,14 +100,6 @@ def _letter(wave: int) -> EmailMessage:
     return message
 
 
-async def _wait_until(what: str, check, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.1)
-
-
 async def _through_the_channels(run: LiveRun, session: aiohttp.ClientSession, wave: int) -> None:
     """A mail, two Telegram messages (one to a chat that blocked the bot) and a web chat message."""
     communicator = run.services["ai-communicator"].url
@@ -130,7 +111,7 @@ async def _through_the_channels(run: LiveRun, session: aiohttp.ClientSession, wa
     await run.mail.smtp.wait_for(MAIL_SENDER, count=wave + 1)
     await run.telegram.wait_sent(TG_CHAT, count=wave + 1)
     # Three refused replies, then the message is set aside (and the apology is refused too).
-    await _wait_until("the blocked chat's message set aside",
+    await eventually("the blocked chat's message set aside",
                       lambda: _poison_count_is(communicator, wave + 1))
 
 
@@ -224,8 +205,8 @@ async def _grafana_values(prometheus: Prometheus) -> dict[str, list[str]]:
 
 
 def _needs_data(expr: str) -> bool:
-    # kube-state-metrics and cAdvisor exist only in a cluster; everything else must show real data here.
-    return not metric_names(expr) & CLUSTER_METRICS
+    # kube-state-metrics, cAdvisor and Fluent Bit exist only in a cluster; everything else must show real data here.
+    return not metric_names(expr) & (CLUSTER_METRICS | FLUENT_BIT_METRICS)
 
 
 def _finite(result: list[dict]) -> bool:
@@ -311,6 +292,82 @@ async def test_the_alerts_the_failures_deserve_are_pending(live):
     for healthy in ("MWServiceDown", "MWInstanceDown", "MWServiceMissing", "MWServiceNotReady", "MWDatabaseDown",
                     "MWServiceRestarting", "MWLLMSlow", "MWChannelDisconnected", "MWChannelNotFlowing"):
         assert healthy not in names, f"{healthy} is active on a healthy system: {alerts}"
+
+
+async def test_every_runbook_query_is_promql_prometheus_accepts(live):
+    queries = runbook_blocks(RUNBOOKS.read_text(encoding="utf-8"), "promql")
+    assert len(queries) >= 2 * len(alert_rules())
+    for query in queries:
+        await live.prometheus.query(query)  # raises with Prometheus' message when invalid
+
+
+async def test_requests_in_flight_read_zero_between_requests(live):
+    """Each scrape is itself in flight while it reads the gauge: the raw series says 1 on an idle
+    service, the panel takes the scrape off and says 0."""
+    (panel,) = [p for p in panels(load_dashboards()["multyworkemon-service.json"]) if p["title"] == "Requests in flight"]
+    for service in live.services:
+        raw = await live.prometheus.query(f'mw_http_requests_in_flight{{service_name="{service}"}}')
+        shown = await live.prometheus.query(substitute(panel["targets"][0]["expr"], {"service": service, "instance": ".*", "namespace": ".*"}))
+        assert [float(s["value"][1]) for s in raw] == [1.0], f"{service}: {raw}"
+        assert [float(s["value"][1]) for s in shown] == [0.0], f"{service}: {shown}"
+
+
+def _stat_panels() -> list[tuple[str, dict]]:
+    return [(name, panel) for name, dashboard in load_dashboards().items() for panel in panels(dashboard) if panel["type"] == "stat"]
+
+
+async def _tiles(live, panel: dict, values: dict[str, str]) -> list[tuple[dict, str, str]]:
+    """What a stat panel shows: (series labels, text, color) per series, or one NO DATA tile."""
+    result = await live.prometheus.query(substitute(panel["targets"][0]["expr"], values))
+    if not result:
+        return [({}, *stat_display(panel, None))]
+    return [(series["metric"], *stat_display(panel, float(series["value"][1]))) for series in result]
+
+
+def _views(live, dashboard: str, service: str) -> list[dict[str, str]]:
+    """The variable values a person would pick: every service ("All"), or the one service alone."""
+    everyone = "(" + "|".join(sorted(live.services)) + ")"
+    if dashboard == "multyworkemon-service.json":  # one service at a time, every instance
+        return [{"service": service, "instance": ".*", "namespace": ".*"}]
+    return [{"service": everyone, "namespace": ".*"}, {"service": service, "namespace": ".*"}]
+
+
+def _owner(labels: dict, stopped: str) -> str:
+    """Whose a tile's series is: the service it names, else the stopped one (an empty tile, or the
+    channel and action tiles, which are the communicator's alone)."""
+    return labels.get("service_name", labels.get("job", stopped))
+
+
+async def test_a_stopped_service_turns_its_tiles_red_instead_of_blank(live):
+    """The communicator stops (every instance, as in an outage). Each stat of both dashboards that
+    showed it while it ran now shows it as a red SERVICE DOWN / DOWN, or reads a red NO DATA when
+    the whole tile was about it; the running services keep their own state."""
+    stopped = "ai-communicator"
+    views = [(name, panel, values) for name, panel in _stat_panels() for values in _views(live, name, stopped)]
+    before = [await _tiles(live, panel, values) for _, panel, values in views]
+    fed = [any(labels and _owner(labels, stopped) == stopped for labels, _, _ in tiles) for tiles in before]
+    for (name, panel, values), tiles, feeds in zip(views, before, fed):
+        texts = {text for _, text, _ in tiles}
+        # A healthy system shows no DOWN tile; NO DATA only where the selected service has no such series (no database).
+        assert not texts & {"SERVICE DOWN", "DOWN"} and (feeds or values["service"] != stopped or texts <= {"NO DATA"}), (panel["title"], tiles)
+        if values["service"] != stopped:
+            assert "NO DATA" not in texts, (panel["title"], tiles)
+
+    await asyncio.to_thread(live.services[stopped].stop)
+    await eventually("Prometheus sees the communicator down", lambda: _is_down(live.prometheus, stopped), timeout=15)
+    for (name, panel, values), feeds in zip(views, fed):
+        tiles = await _tiles(live, panel, values)
+        its = [(text, color) for labels, text, color in tiles if _owner(labels, stopped) == stopped]
+        others = [text for labels, text, _ in tiles if _owner(labels, stopped) != stopped]
+        if feeds:
+            assert its and all(color == "red" and text in {"SERVICE DOWN", "DOWN", "NO DATA"} for text, color in its), (panel["title"], values, tiles)
+        assert not {"SERVICE DOWN", "DOWN", "NO DATA"} & set(others), (panel["title"], values, tiles)
+    # Up, Ready, Restarts, Channel connected, Poison messages, Actions failed, and the drill-down's Ready and Uptime.
+    assert sum(fed) >= 10, [(panel["title"], values["service"]) for (_, panel, values), feeds in zip(views, fed) if feeds]
+
+
+async def _is_down(prometheus: Prometheus, job: str) -> bool:
+    return [float(s["value"][1]) for s in await prometheus.query(f'up{{job="{job}"}}')] == [0.0]
 
 
 async def test_every_log_line_fits_the_index_template(live):

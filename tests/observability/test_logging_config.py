@@ -1,14 +1,18 @@
-"""Fluent Bit settings, the Elasticsearch index template and the Kibana objects fit together and fit the log records."""
+"""Fluent Bit settings, the Elasticsearch index template and the Kibana objects fit together and fit the log records.
+
+Fluent Bit itself is not a Debian package (nor on PyPI): its configuration is checked as text,
+and the modify filters are run by a small model of the filter's documented operations."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
 import pytest
 
-from es_template import IndexTemplate
-from observability_files import LOGGING
+from es_template import ISO_DATE, IndexTemplate
+from observability_files import LOGGING, alert_rules
 
 TEMPLATE = LOGGING / "elasticsearch-index-template.json"
 
@@ -27,10 +31,44 @@ def fluent_bit_sections() -> list[tuple[str, dict[str, str]]]:
     return sections
 
 
-def section(kind: str, name: str) -> dict[str, str]:
-    found = [settings for section_kind, settings in fluent_bit_sections() if section_kind == kind and settings["name"] == name]
-    assert len(found) == 1, f"exactly one [{kind}] {name}"
+def section(kind: str, name: str | None = None, **having: str) -> dict[str, str]:
+    """The one section of that kind (and plugin name, and settings) in fluent-bit.conf."""
+    found = [settings for section_kind, settings in fluent_bit_sections()
+             if section_kind == kind and settings.get("name") == name and all(settings.get(k) == v for k, v in having.items())]
+    assert len(found) == 1, f"exactly one [{kind}] {name} {having}"
     return found[0]
+
+
+def modify_filters(record: dict) -> dict:
+    """The record after every [FILTER] modify of fluent-bit.conf, in their order: a model of the
+    operations used (Condition Key_Exists / Key_Does_Not_Exist, Rename, Remove), as the modify
+    filter documents them: Rename does nothing when the new name is taken."""
+    record = copy.deepcopy(record)
+    for kind, settings in fluent_bit_sections():
+        if kind != "FILTER" or settings["name"] != "modify":
+            continue
+        operations = {key: value for key, value in settings.items() if key not in ("name", "match")}
+        condition = operations.pop("condition", None)
+        if condition:
+            test, key = condition.split()
+            assert test.lower() in ("key_exists", "key_does_not_exist"), f"the model does not know {test}"
+            if (key in record) != (test.lower() == "key_exists"):
+                continue
+        for operation, argument in operations.items():
+            if operation == "rename":
+                old, new = argument.split()
+                if old in record and new not in record:
+                    record[new] = record.pop(old)
+            elif operation == "remove":
+                record.pop(argument, None)
+            else:
+                raise AssertionError(f"the model does not know {operation}")
+    return record
+
+
+# A record as the kubernetes filter hands it on, from the CRI line `<time> <stream> F <text>`.
+CRI_TIME = "2026-11-22T07:44:02.123456789Z"
+KUBERNETES = {"pod_name": "mw-ai-secretary-7d9f-abcde", "namespace_name": "multyworkemon", "container_name": "ai-secretary"}
 
 
 def test_fluent_bit_reads_cri_and_merges_the_services_json():
@@ -40,8 +78,25 @@ def test_fluent_bit_reads_cri_and_merges_the_services_json():
     assert kubernetes["merge_log"] == "On"
     assert kubernetes["keep_log"] == "Off", "the CRI 'log' string would clash with the services' 'log' object"
     assert tail["tag"].startswith("kube.") and kubernetes["match"] == "kube.*"
-    modify = section("FILTER", "modify")
-    assert (modify["condition"], modify["rename"]) == ("Key_Does_Not_Exist service", "log message")
+    section("FILTER", "modify", condition="Key_Does_Not_Exist service", rename="log message")
+
+
+def test_a_line_that_is_not_json_gets_the_runtimes_time_as_timestamp():
+    """A traceback printed before logging was set up: its text becomes "message" and the CRI
+    time "@timestamp", so Kibana's data view (time field @timestamp) lists it with the rest."""
+    merged = {"time": CRI_TIME, "stream": "stderr", "_p": "F", "log": "Traceback (most recent call last):", "kubernetes": KUBERNETES}
+    shipped = modify_filters(merged)
+    assert shipped == {"@timestamp": CRI_TIME, "stream": "stderr", "_p": "F", "message": "Traceback (most recent call last):", "kubernetes": KUBERNETES}
+    assert ISO_DATE.match(shipped["@timestamp"])
+    template = IndexTemplate.load(TEMPLATE)
+    assert [p for p in template.problems(shipped) if "clashes" not in p and not p.startswith("_p:")] == []
+
+
+def test_a_services_record_keeps_its_own_timestamp_and_log_object():
+    own = {"@timestamp": "2026-11-22T07:44:02.120Z", "log": {"level": "info", "logger": "multyworkemon.http"},
+           "message": "request served", "service": {"name": "ai-secretary", "version": "0.1.0"}}
+    merged = {"time": CRI_TIME, "stream": "stdout", "_p": "F", **own, "kubernetes": KUBERNETES}
+    assert modify_filters(merged) == {"stream": "stdout", "_p": "F", **own, "kubernetes": KUBERNETES}
 
 
 def test_fluent_bit_writes_daily_mw_logs_indices_elasticsearch_8_accepts():
@@ -52,6 +107,24 @@ def test_fluent_bit_writes_daily_mw_logs_indices_elasticsearch_8_accepts():
     assert es["time_key"] not in ("@timestamp", "") and es.get("time_key") == "fluentbit_time"
     assert IndexTemplate.load(TEMPLATE).type_of(es["time_key"]) == "date"
     assert f"{es['logstash_prefix']}-*" in IndexTemplate.load(TEMPLATE).patterns
+
+
+def test_fluent_bit_gives_up_after_bounded_retries_and_keeps_what_it_gave_up():
+    es = section("OUTPUT", "es")
+    assert es["retry_limit"].isdigit() and 1 <= int(es["retry_limit"]) <= 10, "Retry_Limit False retried a refused chunk forever"
+    assert es["trace_error"] == "On", "Elasticsearch's reason for refusing goes to Fluent Bit's log"
+    service = section("SERVICE")
+    # The dead-letter queue: chunks given up are copied under storage.path, within a size limit,
+    # on the node's /var/log (mounted read-write by the chart's DaemonSet).
+    assert service["storage.keep.rejected"] == "On" and service["storage.rejected.limit"]
+    assert service["storage.path"].startswith("/var/log/") and service["storage.rejected.path"]
+    # Retries end within minutes: at most base x 2^n, capped, per wait.
+    assert int(service["scheduler.cap"]) * int(es["retry_limit"]) <= 3600
+
+
+def test_the_drops_are_what_an_alert_watches():
+    (rule,) = [rule for rule in alert_rules() if rule.name == "MWLogsDropped"]
+    assert f'fluentbit_output_dropped_records_total{{name="{section("OUTPUT", "es")["alias"]}"}}' in rule.expr
 
 
 def test_index_template_maps_the_ecs_fields_of_the_conventions():

@@ -8,6 +8,8 @@ from typing import Any
 import aiohttp
 
 from ai_communicator.app import CommunicatorSettings, create_app
+from ai_communicator.channels.web import HANDLER
+from ai_communicator.handling import Inbound
 from support.stack import Service, free_port, wait_ready
 
 # Who is told about whose requests (the departments of services/ai-secretary/users.example.yaml).
@@ -53,3 +55,17 @@ async def metric(base_url: str, name: str, **labels: str) -> float:
         if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
             total += float(match.group(2))
     return total
+
+
+def record_inbound(communicator: Service) -> list[Inbound]:
+    """Every message as a channel hands it over (who sent it, verified or not, the thread), from now on."""
+    handler = communicator.server.app[HANDLER]
+    seen: list[Inbound] = []
+    attempt = handler.attempt
+
+    async def recording(message: Inbound):
+        seen.append(message)
+        return await attempt(message)
+
+    handler.attempt = recording
+    return seen

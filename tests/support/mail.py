@@ -161,6 +161,12 @@ service stats {{
         path = self.folder / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def bytes_sent(self) -> list[int]:
+        """What each ended IMAP session was sent (`out=` of Dovecot's logout line), in bytes."""
+        import re
+
+        return [int(n) for n in re.findall(r"imap\(.*?\bout=(\d+)", self.log())]
+
     def stop(self) -> None:
         """Stop the server and every session it serves (as a crash or a restart would)."""
         if self.process is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -13,6 +14,10 @@ from aiohttp.test_utils import TestServer
 from ai_guesser.app import GuesserSettings, create_app as create_guesser
 from ai_secretary.app import SecretarySettings, create_app as create_secretary
 from ai_systemanalitic.app import AnalystSettings, create_app as create_analyst
+
+
+# The sample directory: smirnovanton, petrovaelena and ivanovsergey (Telegram id 100003) are employees.
+USERS_FILE = Path(__file__).resolve().parents[2] / "services/ai-secretary/users.example.yaml"
 
 
 @dataclass
@@ -77,6 +82,7 @@ async def start_stack(
     analyst = Service("analyst", lambda: create_analyst(AnalystSettings(**common, **llm, **_analyst_db(database_url))), port=free_port())
     secretary_settings = {
         "database_url": database_url,
+        "users_file": str(USERS_FILE),
         "guesser_url": guesser.url,
         "analyst_url": analyst.url,
         **common,
@@ -86,7 +92,7 @@ async def start_stack(
     for service in (guesser, analyst, main):
         stack.services[service.name] = service
         await service.start()
-    await wait_ready(main.url)
+    await asyncio.gather(*(wait_ready(service.url) for service in (guesser, analyst, main)))
     return stack
 
 

@@ -31,6 +31,7 @@ class TelegramAPI:
     confirmed: list[int] = field(default_factory=list)  # update ids confirmed by an offset
     conflicts: int = 0  # getUpdates calls made while another was waiting
     blocked_chats: set[int] = field(default_factory=set)  # sendMessage answers 403 there
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)  # every user message, by update id
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _message_ids: itertools.count = field(default_factory=lambda: itertools.count(100))
     _new: asyncio.Event = field(default_factory=asyncio.Event)
@@ -64,11 +65,24 @@ class TelegramAPI:
         if text.startswith("/"):
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         self.updates.append({"update_id": update_id, "message": message})
+        self.messages[update_id] = message
         self._new.set()
         return update_id
 
     def to(self, chat_id: int) -> list[str]:
         return [m["text"] for m in self.sent if m["chat_id"] == chat_id]
+
+    def replies_to(self, chat_id: int) -> list[int]:
+        """The update ids of the user messages the bot's messages to this chat replied to, in order."""
+        by_message = {m["message_id"]: update_id for update_id, m in self.messages.items()}
+        return [by_message.get(m["reply_to"]) for m in self.sent if m["chat_id"] == chat_id]
+
+    async def wait_confirmed(self, update_ids: list[int], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not set(update_ids) <= set(self.confirmed):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"confirmed {self.confirmed}, expected {update_ids} among them")
+            await asyncio.sleep(0.05)
 
     async def wait_sent(self, chat_id: int, count: int = 1, timeout: float = 20.0) -> list[str]:
         deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
 {{/* Everything a service chart renders; its templates/ holds one line that includes this. */}}
 {{- define "mw.all" -}}
+{{- include "mw.applyDefaults" . }}
 {{- $parts := list "mw.serviceaccount" "mw.configmap" "mw.secret" "mw.deployment" "mw.service" "mw.servicemonitor" "mw.ingress" "mw.hpa" "mw.pdb" "mw.networkpolicy" "mw.testPod" }}
 {{- range $parts }}
 {{- $out := include . $ | trim }}
@@ -11,6 +12,7 @@
 {{- end }}
 
 {{- define "mw.notes" -}}
+{{- include "mw.applyDefaults" . }}
 {{- $name := include "mw.fullname" . -}}
 {{- $port := include "mw.ownServicePort" . -}}
 {{ .Chart.Name }} {{ .Chart.AppVersion }} is installed as {{ $name }} in namespace {{ .Release.Namespace }}.

@@ -1,5 +1,6 @@
 {{- define "mw.deployment" -}}
 {{- include "mw.requireDatabase" . }}
+{{- include "mw.requireServiceToken" . }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:

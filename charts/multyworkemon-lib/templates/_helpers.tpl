@@ -63,6 +63,12 @@ app.kubernetes.io/part-of: multyworkemon
 app.kubernetes.io/component: {{ .Values.component }}
 {{- end }}
 
+{{/* The umbrella's oauth2-proxy pods, which the communicator admits when they front it. */}}
+{{- define "mw.oauth2ProxySelectorLabels" -}}
+app.kubernetes.io/name: oauth2-proxy
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "mw.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "mw.fullname" .) .Values.serviceAccount.name }}
@@ -91,7 +97,7 @@ app.kubernetes.io/component: {{ .Values.component }}
 {{- if not (or .Values.secrets.existingSecret (.Values.global).existingSecret) }}true{{ end }}
 {{- end }}
 
-{{/* The data of the chart-made Secret: non-empty values plus the release-wide service token. */}}
+{{/* The data of the chart-made Secret: its non-empty values. */}}
 {{- define "mw.secretData" -}}
 {{- $data := dict }}
 {{- range $key, $value := .Values.secrets.values }}
@@ -101,10 +107,40 @@ app.kubernetes.io/component: {{ .Values.component }}
 {{- /* the bundled PostgreSQL's DATABASE_URL is projected in beside this Secret; two would clash */}}
 {{- $_ := unset $data "DATABASE_URL" }}
 {{- end }}
-{{- if and (.Values.global).serviceToken (not (hasKey $data "SERVICE_TOKEN")) }}
-{{- $_ := set $data "SERVICE_TOKEN" (toString .Values.global.serviceToken) }}
-{{- end }}
 {{- toYaml $data }}
+{{- end }}
+
+{{/*
+The Secret whose SERVICE_TOKEN key every service of the release reads ("" when none): the one
+named in global.serviceToken.existingSecret, else the one the umbrella chart generates.
+*/}}
+{{- define "mw.serviceTokenSecret" -}}
+{{- $token := (.Values.global).serviceToken | default dict }}
+{{- if $token.existingSecret }}
+{{- tpl $token.existingSecret . }}
+{{- else if $token.generate }}
+{{- printf "%s-service-token" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Services refuse to start without SERVICE_TOKEN (unless ALLOW_INSECURE), so say it at render time.
+A named Secret of the chart's own is trusted to hold it.
+*/}}
+{{- define "mw.requireServiceToken" -}}
+{{- $insecure := has (lower (toString (.Values.config.ALLOW_INSECURE | default ""))) (list "1" "true" "yes" "on") }}
+{{- if not (or (include "mw.serviceTokenSecret" .) (not (include "mw.createSecret" .)) .Values.secrets.values.SERVICE_TOKEN $insecure) }}
+{{- fail (printf "%s needs SERVICE_TOKEN, shared by the services of a release: set global.serviceToken.existingSecret (a Secret with a SERVICE_TOKEN key), or install the umbrella chart, which generates one" .Chart.Name) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The umbrella's oauth2-proxy in front of the communicator's web chat (global.oauth2Proxy): its
+setting `key` when it is on and this is the communicator, else "". (dict "root" $ "key" "enabled")
+*/}}
+{{- define "mw.webProxy" -}}
+{{- $proxy := (.root.Values.global).oauth2Proxy | default dict }}
+{{- if and $proxy.enabled (eq .root.Chart.Name "ai-communicator") }}{{ index $proxy .key }}{{ end }}
 {{- end }}
 
 {{/* The bundled PostgreSQL of the umbrella chart, when it is on. */}}

@@ -2,6 +2,8 @@
 Who may open the service's http port: the MultyWorkemon services named in
 networkPolicy.allowFrom (any release of the product in the namespace), this release's helm test
 pods, Prometheus from its namespace, the ingress controller when the Ingress is on, and extraFrom.
+Behind the umbrella's oauth2-proxy the communicator trusts an identity header from the pod
+network, so then only the proxy pods, helm test and Prometheus may connect.
 */}}
 {{- define "mw.networkpolicy" -}}
 {{- if .Values.networkPolicy.enabled }}
@@ -19,22 +21,28 @@ spec:
     - Ingress
   ingress:
     - from:
+        - podSelector:
+            matchLabels:
+              app.kubernetes.io/instance: {{ .Release.Name }}
+              app.kubernetes.io/component: helm-test
+        {{- if include "mw.webProxy" (dict "root" . "key" "enabled") }}
+        - podSelector:
+            matchLabels:
+              {{- include "mw.oauth2ProxySelectorLabels" . | nindent 14 }}
+        {{- else }}
         {{- range .Values.networkPolicy.allowFrom }}
         - podSelector:
             matchLabels:
               app.kubernetes.io/name: {{ . }}
               app.kubernetes.io/part-of: multyworkemon
         {{- end }}
-        - podSelector:
-            matchLabels:
-              app.kubernetes.io/instance: {{ .Release.Name }}
-              app.kubernetes.io/component: helm-test
         {{- if .Values.ingress.enabled }}
         - namespaceSelector:
             {{- toYaml .Values.networkPolicy.ingressControllerNamespaceSelector | nindent 12 }}
         {{- end }}
         {{- with .Values.networkPolicy.extraFrom }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- end }}
       ports:
         - port: http

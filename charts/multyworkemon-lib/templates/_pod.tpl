@@ -13,7 +13,8 @@ security contexts, the secrets volume, /tmp.
 
 {{/*
 Secret settings arrive as files in /run/secrets/multyworkemon, where the services read them
-(multyworkemon_common.settings); DATABASE_URL of the bundled PostgreSQL is projected in beside them.
+(multyworkemon_common.settings); DATABASE_URL of the bundled PostgreSQL and the release's
+SERVICE_TOKEN are projected in beside them.
 */}}
 {{- define "mw.secretsVolume" -}}
 - name: secrets
@@ -28,6 +29,15 @@ Secret settings arrive as files in /run/secrets/multyworkemon, where the service
           items:
             - key: DATABASE_URL
               path: DATABASE_URL
+      {{- end }}
+      {{- with include "mw.serviceTokenSecret" . }}
+      # Last: the kubelet writes the sources in order, so this SERVICE_TOKEN wins over one in the
+      # Secret above, and the four services share it.
+      - secret:
+          name: {{ . }}
+          items:
+            - key: SERVICE_TOKEN
+              path: SERVICE_TOKEN
       {{- end }}
 {{- end }}
 

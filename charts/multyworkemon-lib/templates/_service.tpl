@@ -54,6 +54,9 @@ spec:
 {{- end }}
 
 {{- define "mw.ingress" -}}
+{{- if and .Values.ingress.enabled (include "mw.webProxy" (dict "root" . "key" "enabled")) }}
+{{- fail "ai-communicator.ingress cannot be on behind global.oauth2Proxy: the web chat admits only the proxy; enable global.oauth2Proxy.ingress instead" }}
+{{- end }}
 {{- if .Values.ingress.enabled }}
 apiVersion: networking.k8s.io/v1
 kind: Ingress

@@ -7,26 +7,29 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import yaml
+from pydantic import BaseModel
 
-from multyworkemon_common.contract import ACTION_DEPARTMENT_MAILING, ACTION_JIRA, ACTION_TELEGRAM_EMPLOYEE, AnalysisResponse
-from multyworkemon_common.errors import UpstreamError
+from multyworkemon_common.contract import ACTION_DEPARTMENT_MAILING, ACTION_JIRA, ACTION_TELEGRAM_EMPLOYEE, AnalysisResponse, PersonInfo
 
-from .handling import ActionOutcome, Inbound, upstream_failure
 from .jira import Jira
 from .mailtext import build_note
-from .secretary import Secretary
+from .messages import ActionOutcome, Inbound
 
 SIGNATURE = "MultyWorkemon — помощник по внутренним запросам"
 CHANNEL_NAMES = {"email": "e-mail", "tg": "Telegram", "direct": "веб-чат"}
 
 
-@dataclass
-class Route:
-    """Who is told about a department's requests."""
+class Route(BaseModel):
+    """Who is told about a department's requests (one entry of the departments YAML)."""
 
     telegram_chat_id: int | None = None
     contact: str = ""  # the name the user is told
     mailing_list: str = ""
+
+
+class DepartmentsFile(BaseModel):
+    departments: dict[str, Route] = {}
+    default: Route | None = None
 
 
 class Departments:
@@ -40,23 +43,16 @@ class Departments:
     def load(cls, path: str) -> "Departments":
         if not path:
             return cls({}, None)
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        routes = {str(name): _route(value) for name, value in (data.get("departments") or {}).items()}
-        return cls(routes, _route(data["default"]) if data.get("default") else None)
+        data = DepartmentsFile.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+        return cls(data.departments, data.default)
 
     def route(self, department: str | None) -> Route | None:
         return self.routes.get((department or "").strip().lower()) or self.default
 
 
-def _route(value: dict[str, Any]) -> Route:
-    chat = value.get("telegram_chat_id")
-    return Route(int(chat) if chat not in (None, "") else None, str(value.get("contact") or ""), str(value.get("mailing_list") or ""))
-
-
 class Actions:
     def __init__(
         self,
-        secretary: Secretary,
         departments: Departments,
         *,
         jira: Jira | None,
@@ -64,23 +60,19 @@ class Actions:
         send_mail: Callable[[Any], Awaitable[str]] | None,
         sender_address: str,
     ):
-        self.secretary = secretary
         self.departments = departments
         self.jira = jira
         self.send_telegram = send_telegram
         self.send_mail = send_mail
         self.sender_address = sender_address
 
-    async def carry_out(self, answer: AnalysisResponse, message: Inbound, conversation: dict) -> ActionOutcome:
+    async def carry_out(self, answer: AnalysisResponse, message: Inbound) -> ActionOutcome:
         """Done, or failed for good (not configured) with a note saying so; Failure when worth retrying."""
-        try:
-            person = await self.secretary.person(message.username) or {}
-        except UpstreamError as exc:
-            raise upstream_failure(exc) from exc
-        brief = _brief(answer, message, person, conversation)
+        person = answer.person or PersonInfo(username=message.username, department="", position="", known=False)
+        brief = _brief(answer, message, person)
         if answer.action == ACTION_JIRA:
             return await self._jira(answer, brief)
-        route = self.departments.route(person.get("department"))
+        route = self.departments.route(person.department)
         if answer.action == ACTION_TELEGRAM_EMPLOYEE:
             return await self._telegram(answer, brief, route)
         if answer.action == ACTION_DEPARTMENT_MAILING:
@@ -101,7 +93,7 @@ class Actions:
         who = route.contact or "ответственный сотрудник вашего департамента"
         return ActionOutcome(answer.action, "done", sent, f"Я передал ваш запрос в Telegram: {who}.")
 
-    async def _mailing(self, answer: AnalysisResponse, brief: "Brief", route: Route | None, person: dict) -> ActionOutcome:
+    async def _mailing(self, answer: AnalysisResponse, brief: "Brief", route: Route | None, person: PersonInfo) -> ActionOutcome:
         if self.send_mail is None or route is None or not route.mailing_list:
             why = "почта не подключена" if self.send_mail is None else "для департамента не задана рассылка"
             return _not_done(answer.action, why, "Отправить сообщение в рассылку департамента автоматически не получилось. Напишите, пожалуйста, в неё сами.")
@@ -122,20 +114,19 @@ class Brief:
     text: str
 
 
-def _brief(answer: AnalysisResponse, message: Inbound, person: dict, conversation: dict) -> Brief:
+def _brief(answer: AnalysisResponse, message: Inbound, person: PersonInfo) -> Brief:
     """The request, the whole discussion and the answer, for a colleague or a Jira task."""
-    who = person.get("display_name") or message.sender_label or message.username
-    about = ", ".join(p for p in (person.get("position"), person.get("department")) if p)
+    who = person.display_name or message.sender_label or person.username
+    about = ", ".join(p for p in (person.position, person.department) if p)
     lines = [f"От: {who}" + (f" ({about})" if about else "") + f", канал: {CHANNEL_NAMES.get(message.channel, message.channel)}"]
-    if person.get("email"):
-        lines.append(f"E-mail: {person['email']}")
+    if person.email:
+        lines.append(f"E-mail: {person.email}")
     lines.append("")
-    turns = [t for t in conversation.get("turns") or [] if t.get("request")]
-    if turns:
-        for n, turn in enumerate(turns):
-            lines.append(f"{'Обращение' if n == 0 else 'Ответ пользователя'}: {turn['request']}")
-            if turn.get("question"):
-                lines.append(f"Уточняющий вопрос: {turn['question']}")
+    if answer.discussion:
+        # The discussion up to the answer, which follows below.
+        for n, turn in enumerate(answer.discussion[:-1]):
+            label = "MultyWorkemon" if turn.role == "assistant" else ("Обращение" if n == 0 else "Ответ пользователя")
+            lines.append(f"{label}: {turn.text}")
     else:
         lines.append(f"Обращение: {answer.request or message.text}")
     lines += ["", f"Ответ MultyWorkemon: {answer.response}"]
@@ -143,6 +134,7 @@ def _brief(answer: AnalysisResponse, message: Inbound, person: dict, conversatio
         lines += ["", "Источники:"] + [f"- {s.title}: {s.url}" for s in answer.sources]
     if answer.conversation_id:
         lines += ["", f"Разговор №{answer.conversation_id} в MultyWorkemon (GET /conversations/{answer.conversation_id})."]
-    first = (answer.request or message.text).strip().split("\n")[0]
+    # The summary becomes a mail Subject and a Jira title: one line, whatever the user typed.
+    first = " ".join(((answer.request or message.text).strip().splitlines() or [""])[0].split())
     summary = first if len(first) <= 120 else first[:117].rstrip() + "..."
     return Brief(message.channel, summary or "Запрос из MultyWorkemon", "\n".join(lines))

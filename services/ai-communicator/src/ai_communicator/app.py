@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
+from multyworkemon_common.app import LIVENESS_CHECKS, METRICS, READINESS_CHECKS, create_service_app, finish_app
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.logging import get_logger
 
@@ -17,11 +17,12 @@ from .channels.web import add_web_chat
 from .handling import ChannelMetrics, MessageHandler
 from .jira import Jira
 from .lock import HOLDING, STANDBY, PollerLock
+from .reconnect import Reconnect, Supervisor
 from .secretary import Secretary
 from .settings import CommunicatorSettings
 
 SERVICE = "ai-communicator"
-POLLERS = web.AppKey("pollers", list)
+POLLERS = web.AppKey("pollers", dict)
 log = get_logger("ai_communicator")
 
 
@@ -48,7 +49,7 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
             user=settings.jira_user, issue_type=settings.jira_issue_type, timeout=settings.jira_timeout,
         )
     actions = Actions(
-        secretary, Departments.load(settings.departments_file), jira=jira,
+        Departments.load(settings.departments_file), jira=jira,
         send_telegram=(lambda chat_id, text: tg.send_text(bot, chat_id, text)) if bot else None,
         send_mail=mailer.send if mailer else None, sender_address=settings.sender_address,
     )
@@ -56,36 +57,48 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
     add_web_chat(app, handler, metrics)
 
     dsn = settings.database_url.get_secret_value()
-    pollers: list[tuple[str, PollerLock, Callable[[], Awaitable[None]]]] = []
+    # A crashed poller starts again (paced like a failing message), under the lock when there is one.
+    pollers: list[tuple[str, PollerLock, Supervisor]] = []
+    app[POLLERS] = {}
+
+    def add_poller(name: str, lock: PollerLock, work: Callable[[], Awaitable[None]], channel) -> None:
+        supervisor = Supervisor(name, work, Reconnect(settings.retry_base_seconds, settings.retry_max_seconds), settings.max_attempts)
+        pollers.append((name, lock, supervisor))
+        app[READINESS_CHECKS][name] = _channel_ready(lock, channel)
+        app[LIVENESS_CHECKS][name] = _poller_alive(app, name, supervisor)
+
     if settings.mail_enabled and mailer is not None:
         mail = MailChannel(settings, handler, mailer, metrics)
         lock = PollerLock(dsn, f"mail:{settings.imap_user.lower()}@{settings.imap_host}/{settings.imap_folder}", settings.lock_retry_seconds)
-        pollers.append(("email", lock, mail.run))
-        app[READINESS_CHECKS]["email"] = _channel_ready(lock, mail)
+        add_poller("email", lock, mail.run, mail)
     if bot is not None:
         telegram = tg.TelegramChannel(settings, bot, handler, metrics)
         lock = PollerLock(dsn, f"telegram:{bot.id}", settings.lock_retry_seconds)
-        pollers.append(("tg", lock, telegram.run))
-        app[READINESS_CHECKS]["telegram"] = _channel_ready(lock, telegram)
+        add_poller("telegram", lock, telegram.run, telegram)
 
-    async def start(app_: web.Application) -> None:
-        metrics.connected.set({"channel": "direct"}, 1)
-        app_[POLLERS] = [asyncio.create_task(lock.run(work), name=f"poller-{name}") for name, lock, work in pollers]
-        log.info("channels", labels={"email": str(settings.mail_enabled), "telegram": str(bot is not None), "jira": str(jira is not None)})
-
-    async def stop(app_: web.Application) -> None:
-        metrics.connected.set({"channel": "direct"}, 0)
-        for task in app_.get(POLLERS, []):
-            task.cancel()
-        await asyncio.gather(*app_.get(POLLERS, []), return_exceptions=True)
+    async def peer_clients(_app: web.Application):
+        yield
         await secretary.close()
         if bot is not None:
             await bot.session.close()
         if jira is not None:
             await jira.close()
 
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    async def channels(app_: web.Application):
+        metrics.connected.set({"channel": "direct"}, 1)
+        for name, lock, supervisor in pollers:
+            app_[POLLERS][name] = asyncio.create_task(lock.run(supervisor.run), name=f"poller-{name}")
+        log.info("channels", labels={"email": str(settings.mail_enabled), "telegram": str(bot is not None), "jira": str(jira is not None)})
+        yield
+        metrics.connected.set({"channel": "direct"}, 0)
+        tasks = list(app_[POLLERS].values())
+        app_[POLLERS].clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Started in this order, stopped in the reverse: the pollers end before their clients close.
+    app.cleanup_ctx.extend([peer_clients, channels])
     return finish_app(app, "ai-communicator API")
 
 
@@ -96,6 +109,13 @@ def _channel_ready(lock: PollerLock, channel) -> Callable[[], Awaitable[tuple[bo
         if lock.state == STANDBY:
             return True, "standby: another replica polls"
         return False, f"poller lock {lock.state}"
+
+    return check
+
+
+def _poller_alive(app: web.Application, name: str, supervisor: Supervisor) -> Callable[[], Awaitable[tuple[bool, str]]]:
+    async def check() -> tuple[bool, str]:
+        return supervisor.alive(app[POLLERS].get(name))
 
     return check
 

@@ -1,87 +1,33 @@
 """One message from any channel: ask the secretary, carry out the action, reply, record what was done.
 
 Every step may be repeated safely: the secretary answers the same message id with the stored
-answer, and what was already done (recorded with the turn) is not done twice.
+answer and the actions already recorded for it, and what was done is not done twice.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from multyworkemon_common.contract import (
-    ACTION_CLARIFY,
-    ACTION_DEPARTMENT_MAILING,
-    ACTION_JIRA,
-    ACTION_REPLY_EMAIL,
-    ACTION_REPLY_MESSAGE,
-    ACTION_TELEGRAM_EMPLOYEE,
-    AnalysisResponse,
-)
+from multyworkemon_common.context import trace
+from multyworkemon_common.contract import ACTION_CLARIFY, SIDE_ACTIONS, AnalysisResponse
 from multyworkemon_common.errors import UpstreamError
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.metrics import ServiceMetrics
 
+from .actions import Actions
+from .messages import ActionOutcome, Failure, Inbound, upstream_failure
 from .secretary import Secretary
 
-if TYPE_CHECKING:
-    from .actions import Actions
-
 log = get_logger("ai_communicator.handling")
-
-REPLY_ACTIONS = (ACTION_CLARIFY, ACTION_REPLY_MESSAGE, ACTION_REPLY_EMAIL)
-SIDE_ACTIONS = (ACTION_JIRA, ACTION_TELEGRAM_EMPLOYEE, ACTION_DEPARTMENT_MAILING)
 # From arrival to reply can include a secretary outage: buckets up to an hour.
 REPLY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 APOLOGY = (
     "Извините, не получилось обработать ваше сообщение: попытки закончились ошибкой. "
     "Попробуйте, пожалуйста, написать его иначе или повторить позже."
 )
-
-
-class Failure(Exception):
-    """Handling a message failed and it stays to be tried again.
-
-    `outage`: the peer could not be reached or said it is busy; such tries do not count towards
-    setting the message aside, so an outage loses nothing. Any other failure counts.
-    `retry_after`: the secretary limited this user's rate and said when to send again.
-    """
-
-    def __init__(self, message: str, *, outage: bool, retry_after: str | None = None):
-        super().__init__(message)
-        self.outage = outage
-        self.retry_after = retry_after
-
-
-def upstream_failure(exc: UpstreamError) -> Failure:
-    # 503 without an answer: unreachable; 409: the same message is still being processed.
-    outage = (exc.answered is None and exc.status == 503) or exc.answered in (409, 429, 503)
-    retry_after = (exc.retry_after or "60") if exc.answered == 429 else None
-    return Failure(exc.message, outage=outage, retry_after=retry_after)
-
-
-@dataclass
-class Inbound:
-    """A message as every channel hands it over."""
-
-    channel: str  # email | tg | direct
-    username: str  # what the secretary looks up in its directory: e-mail, Telegram name or id, a name
-    text: str
-    message_id: str | None
-    arrived: float  # epoch seconds
-    reply: Callable[[str], Awaitable[str | None]]  # sends the text back; returns the sent message's id
-    sender_label: str = ""  # how colleagues see the sender (name and address)
-
-
-@dataclass
-class ActionOutcome:
-    action: str
-    status: str  # done | failed
-    external_id: str | None
-    note: str  # what the user is told about it
 
 
 @dataclass
@@ -165,10 +111,6 @@ def compose(answer: AnalysisResponse, note: str = "") -> str:
     return "\n\n".join(parts)
 
 
-def reply_action_for(channel: str) -> str:
-    return ACTION_REPLY_EMAIL if channel == "email" else ACTION_REPLY_MESSAGE
-
-
 class MessageHandler:
     def __init__(self, secretary: Secretary, actions: Actions, metrics: ChannelMetrics):
         self.secretary = secretary
@@ -187,14 +129,20 @@ class MessageHandler:
             raise Failure(f"unexpected {type(exc).__name__}", outage=False) from exc
 
     async def handle(self, message: Inbound) -> Handled:
-        """Raises Failure when the message must be tried again."""
+        """Raises Failure when the message must be tried again.
+
+        One request id per message: every log line and every call for it carries the same one.
+        """
+        with trace():
+            return await self._handle(message)
+
+    async def _handle(self, message: Inbound) -> Handled:
         try:
-            answer = await self.secretary.analyze(message.channel, message.username, message.text, message.message_id)
-            conversation = await self.secretary.conversation(answer.conversation_id) if answer.conversation_id else {}
+            answer = await self.secretary.analyze(message)
         except UpstreamError as exc:
             raise upstream_failure(exc) from exc
-        done = _done_results(conversation, answer.turn_id)
-        reply_action = answer.action if answer.action in REPLY_ACTIONS else reply_action_for(message.channel)
+        done = {record.action: record for record in answer.done_actions}
+        reply_action = answer.reply_action or answer.action
         if reply_action in done and message.channel != "direct":
             # A message seen again (a restart, another replica, a lost \Seen flag): already answered.
             log.info("message answered before; not sending again", labels={"channel": message.channel, "turn_id": str(answer.turn_id)})
@@ -204,9 +152,9 @@ class MessageHandler:
         if answer.action in SIDE_ACTIONS:
             earlier = done.get(answer.action)
             if earlier is not None:
-                outcome = ActionOutcome(answer.action, "done", earlier.get("external_id"), earlier.get("detail") or "")
+                outcome = ActionOutcome(answer.action, "done", earlier.external_id, earlier.detail or "")
             else:
-                outcome = await self._side_action(answer, message, conversation)
+                outcome = await self._side_action(answer, message)
         text = compose(answer, outcome.note if outcome else "")
         try:
             sent_id = await message.reply(text)
@@ -218,9 +166,9 @@ class MessageHandler:
         await self.secretary.report(answer.turn_id, reply_action, "done", sent_id, f"replied on {message.channel}")
         return Handled(answer, text, outcome)
 
-    async def _side_action(self, answer: AnalysisResponse, message: Inbound, conversation: dict) -> ActionOutcome:
+    async def _side_action(self, answer: AnalysisResponse, message: Inbound) -> ActionOutcome:
         try:
-            outcome = await self.actions.carry_out(answer, message, conversation)
+            outcome = await self.actions.carry_out(answer, message)
         except Failure as exc:
             self.metrics.actions.inc({"action": answer.action, "outcome": "failed"})
             await self.secretary.report(answer.turn_id, answer.action, "failed", detail=str(exc))
@@ -228,10 +176,3 @@ class MessageHandler:
         self.metrics.actions.inc({"action": answer.action, "outcome": outcome.status})
         await self.secretary.report(answer.turn_id, answer.action, outcome.status, outcome.external_id, outcome.note)
         return outcome
-
-
-def _done_results(conversation: dict, turn_id: int | None) -> dict[str, dict]:
-    for turn in conversation.get("turns") or []:
-        if turn.get("id") == turn_id:
-            return {r["action"]: r for r in turn.get("action_results") or [] if r.get("status") == "done"}
-    return {}

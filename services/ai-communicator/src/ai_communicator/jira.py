@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from .handling import Failure
+from .messages import Failure
 
 OUTAGE_STATUSES = (429, 502, 503, 504)
 

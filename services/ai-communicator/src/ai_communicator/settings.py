@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from multyworkemon_common.settings import ServiceSettings
 
@@ -41,12 +42,34 @@ class CommunicatorSettings(ServiceSettings):
     mail_from: str = ""  # defaults to the SMTP user (Yandex refuses any other sender)
     mail_ca_file: str = ""  # extra CA bundle for a mail server with a private certificate
     mail_timeout: float = 30.0
+    # Whose From is believed (side actions need it; docs/communicator.md "Who sent a mail"):
+    # the authserv-ids of our own mail server's Authentication-Results, comma-separated, "*.suffix"
+    # for a farm of servers; and relays (IPs or CIDRs) whose mail counts as authenticated.
+    mail_authserv_id: str = ""
+    mail_trusted_relays: str = ""
+    mail_replies_per_hour: int = 10  # per sender, against mail loops; 0: no cap
+    mail_max_bytes: int = 2_000_000  # a larger mail is set aside unread, its sender told so
+    mail_max_header_bytes: int = 65_536  # the header section read at most
+    mail_max_text_chars: int = 20_000  # of a mail's text handed to the secretary and quoted in the reply
 
     # Telegram: on when TELEGRAM_BOT_TOKEN is set.
     telegram_bot_token: SecretStr = SecretStr("")
     telegram_api_url: str = "https://api.telegram.org"
     telegram_poll_timeout: int = 25  # long-polling seconds
     telegram_allowed_users: str = ""  # comma-separated user names or ids; empty: everyone
+    # Messages of one chat waiting behind its unanswered one; more are declined with a notice, so
+    # one chat cannot fill the window of updates Telegram hands out (100) and hold up the others.
+    telegram_chat_queue: int = 10
+
+    # Web chat identity: the e-mail an authenticating proxy (oauth2-proxy) puts into this header,
+    # believed only from these peers (comma-separated IPs or CIDRs). Empty: anonymous mode.
+    web_identity_header: str = "X-Auth-Request-Email"
+    web_trusted_proxies: str = ""
+    # Per web-chat client: per identity, and per peer address for anonymous ones (a cookie is free to drop).
+    web_rate_per_minute: float = 20.0
+    web_rate_burst: int = 10
+    web_peer_rate_per_minute: float = 60.0
+    web_peer_rate_burst: int = 30
 
     # Jira (REST API v2): Cloud uses JIRA_USER (e-mail) + API token, Server/Data Center a personal token.
     jira_base_url: str = ""
@@ -58,6 +81,22 @@ class CommunicatorSettings(ServiceSettings):
 
     # Who is told, per department: a YAML file (see departments.example.yaml).
     departments_file: str = ""
+
+    @field_validator("web_trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        _networks(value)  # a typo fails at start, not as a silently anonymous chat
+        return value
+
+    def web_trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return _networks(self.web_trusted_proxies)
+
+    @property
+    def web_identity_mode(self) -> str:
+        """Which web-chat identity mode is on, for people (the `make run` summary, the start-up log)."""
+        if self.web_trusted_proxies.strip():
+            return f"signed in: the user is {self.web_identity_header} as set by {self.web_trusted_proxies.strip()}"
+        return "anonymous: answers and links only, no actions in anyone's name (set WEB_TRUSTED_PROXIES behind a signing-in proxy)"
 
     @property
     def mail_enabled(self) -> bool:
@@ -83,3 +122,7 @@ class CommunicatorSettings(ServiceSettings):
 
     def allowed_telegram_users(self) -> set[str]:
         return {name.strip().lstrip("@").lower() for name in self.telegram_allowed_users.split(",") if name.strip()}
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())

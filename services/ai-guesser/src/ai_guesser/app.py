@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r400, r502, r503, r504
-from pydantic import BaseModel, Field
 
-from multyworkemon_common.app import create_service_app, finish_app
-from multyworkemon_common.contract import ContextDecision, ErrorResponse
-from multyworkemon_common.errors import json_response
-from multyworkemon_common.llm import LLMSettings, StructuredAsker, attach_llm
+from multyworkemon_common.app import attach_llm, create_service_app, finish_app
+from multyworkemon_common.contract import ContextDecision, ContextRequest, ContextResponse, ErrorResponse
+from multyworkemon_common.links import without_links
+from multyworkemon_common.llm import LLMSettings, StructuredAsker
 from multyworkemon_common.prompts import saved_prompt
+from multyworkemon_common.responses import json_response
 from multyworkemon_common.views import ContractView
 
 from .prompt import DEFAULT_PROMPT
@@ -24,17 +24,10 @@ class GuesserSettings(LLMSettings):
     port: int = 8001
 
 
-class ContextRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=256)
-    department: str = Field(min_length=1, max_length=512)
-    position: str = Field(min_length=1, max_length=512)
-    request: str = Field(min_length=1, description="The request text, or the whole discussion so far")
-
-
 class GetContextView(ContractView):
     async def get(
         self, username: str, department: str, position: str, request: str
-    ) -> r200[ContextDecision] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]:
+    ) -> r200[ContextResponse] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]:
         """Decide whether the request is clear enough; if not, the clarifying question.
 
         Tags: context
@@ -45,7 +38,7 @@ class GetContextView(ContractView):
 
     async def post(
         self, body: ContextRequest
-    ) -> r200[ContextDecision] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]:
+    ) -> r200[ContextResponse] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]:
         """The same as GET, with the fields in a JSON body (long requests do not fit a URL).
 
         Tags: context
@@ -54,8 +47,12 @@ class GetContextView(ContractView):
 
     async def _decide(self, fields: ContextRequest) -> web.Response:
         app = self.request.app
-        decision = await app[ASKER].ask(app[PROMPT], fields.model_dump(), ContextDecision)
-        return json_response(decision.model_dump())
+        # The model reads the structured discussion when there is one; `request` would repeat it.
+        payload = fields.model_dump(exclude={"request"} if fields.discussion else {"discussion"})
+        decision = await app[ASKER].ask(app[PROMPT], payload, ContextDecision)
+        # A clarifying question or a context never needs a link: none the model wrote reaches anyone.
+        answer = ContextResponse(is_enough=decision.is_enough, response=without_links(decision.response))
+        return json_response(answer.model_dump())
 
 
 def create_app(settings: GuesserSettings | None = None) -> web.Application:

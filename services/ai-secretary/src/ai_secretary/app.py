@@ -4,30 +4,30 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r400, r404, r409, r413, r429, r502, r503, r504
 from pydantic import BaseModel, Field
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
-from multyworkemon_common.contract import AnalysisResponse, Channel, ErrorResponse
+from multyworkemon_common.contract import ActionRecord, AnalysisResponse, AnalyzeRequest, Channel, CloseThread, DatabaseId, ErrorResponse
 from multyworkemon_common.database import Database, apply_migrations, attach_schema
-from multyworkemon_common.errors import ApiError, json_response
+from multyworkemon_common.errors import ApiError
+from multyworkemon_common.responses import json_response
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.ratelimit import RateLimiter
 from multyworkemon_common.settings import DatabaseSettings
 from multyworkemon_common.views import ContractView
 
-from .pipeline import AnalyzeRequest, Pipeline, PipelineSettings
+from .pipeline import Pipeline, PipelineSettings
 from .store import Store
 
 SERVICE = "ai-secretary"
 MIGRATIONS = Path(str(files("ai_secretary") / "migrations"))
 PIPELINE = web.AppKey("pipeline", Pipeline)
 STORE = web.AppKey("store", Store)
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 log = get_logger("ai_secretary")
 
 AnalyzeResponses = (
@@ -59,14 +59,17 @@ class AnalyzeView(ContractView):
         department: str | None = None,
         position: str | None = None,
         message_id: str | None = None,
+        thread: str | None = None,
+        verified: bool = False,
+        handle: str | None = None,
     ) -> AnalyzeResponses:
         """Analyse a message: is there enough context, what to do, the answer or a clarifying question.
 
         Tags: analysis
         """
         fields = AnalyzeRequest.model_validate({
-            "channel": channel, "username": username, "request": request,
-            "department": department, "position": position, "message_id": message_id,
+            "channel": channel, "username": username, "request": request, "department": department,
+            "position": position, "message_id": message_id, "thread": thread, "verified": verified, "handle": handle,
         })
         return await self._analyze(fields)
 
@@ -78,7 +81,6 @@ class AnalyzeView(ContractView):
         return await self._analyze(body)
 
     async def _analyze(self, fields: AnalyzeRequest) -> web.Response:
-        self.request.app[RATE_LIMITER].check(fields.username.casefold())
         answer = await self.request.app[PIPELINE].analyze(fields)
         return json_response(answer.model_dump(by_alias=True))
 
@@ -95,22 +97,20 @@ class ConversationsView(ContractView):
         self,
         username: str | None = None,
         channel: Channel | None = None,
-        status: Literal["open", "clarifying", "answered", "escalated"] | None = None,
-        limit: int = 20,
-        offset: int = 0,
+        status: Literal["open", "clarifying", "answered", "escalated", "closed"] | None = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+        offset: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0,
     ) -> r200[ConversationPage] | r400[ErrorResponse] | r503[ErrorResponse]:
         """Conversations, newest first, filtered by user, channel and status.
 
         Tags: conversations
         """
-        if not 1 <= limit <= 200 or offset < 0:
-            raise ApiError(400, "Parameter 'limit' must be between 1 and 200 and 'offset' not negative")
         total, items = await self.request.app[STORE].list_conversations(username, channel, status, limit, offset)
         return json_response({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
 class ConversationView(ContractView):
-    async def get(self, conversation_id: int, /) -> r200[dict] | r404[ErrorResponse] | r503[ErrorResponse]:
+    async def get(self, conversation_id: DatabaseId, /) -> r200[dict] | r404[ErrorResponse] | r503[ErrorResponse]:
         """One conversation with every turn and the actions carried out.
 
         Tags: conversations
@@ -121,15 +121,24 @@ class ConversationView(ContractView):
         return json_response(body)
 
 
-class ActionResult(BaseModel):
-    action: str = Field(min_length=1, max_length=128)
-    status: Literal["done", "failed"]
-    external_id: str | None = Field(None, max_length=512, description="Jira issue key, message id, ...")
-    detail: str | None = Field(None, max_length=10_000)
+class ClosedThreads(BaseModel):
+    closed: int = Field(description="How many conversations were closed (0: none was open)")
+
+
+class CloseThreadView(ContractView):
+    async def post(self, body: CloseThread) -> r200[ClosedThreads] | r400[ErrorResponse] | r503[ErrorResponse]:
+        """Close the conversation open in a channel thread: the user's next message starts a new one.
+
+        Tags: conversations
+        """
+        store = self.request.app[STORE]
+        person = await store.find_person(body.channel, body.username)
+        closed = await store.close_thread(person.username, body.channel, body.thread)
+        return json_response({"closed": closed})
 
 
 class ActionResultView(ContractView):
-    async def post(self, turn_id: int, /, body: ActionResult) -> r201[dict] | r400[ErrorResponse] | r404[ErrorResponse] | r503[ErrorResponse]:
+    async def post(self, turn_id: DatabaseId, /, body: ActionRecord) -> r201[dict] | r400[ErrorResponse] | r404[ErrorResponse] | r503[ErrorResponse]:
         """Record what the communicator did with a turn's action.
 
         Tags: conversations
@@ -158,8 +167,9 @@ async def migrate(settings: SecretarySettings) -> list[str]:
 
 def create_app(settings: SecretarySettings | None = None) -> web.Application:
     settings = settings or SecretarySettings()
-    # The analysis API is the public face; the operators' endpoints need the service token.
-    app = create_service_app(SERVICE, settings, public_paths=("/analyze-request",))
+    # Every endpoint needs the service token: the communicator is the public face, and it vouches
+    # for who a message is from.
+    app = create_service_app(SERVICE, settings)
     metrics = app[METRICS]
     database = Database(settings, metrics)
     store = Store(database)
@@ -167,10 +177,10 @@ def create_app(settings: SecretarySettings | None = None) -> web.Application:
     guesser = ServiceClient("ai-guesser", settings.guesser_url, metrics=metrics, token=token, timeout=settings.upstream_timeout)
     analyst = ServiceClient("ai-systemanalitic", settings.analyst_url, metrics=metrics, token=token, timeout=settings.upstream_timeout)
     app[STORE] = store
-    app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     app[PIPELINE] = Pipeline(
         store, guesser, analyst, metrics,
         PipelineSettings(settings.conversation_ttl_seconds, settings.max_clarifications, settings.stale_processing_seconds),
+        RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
     )
 
     async def prepare() -> None:
@@ -180,14 +190,16 @@ def create_app(settings: SecretarySettings | None = None) -> web.Application:
             count = await store.load_users(Path(settings.users_file))
             log.info("users directory loaded", labels={"users": str(count)})
 
-    async def stop(_app: web.Application) -> None:
+    async def upstream_clients(_app: web.Application):
+        yield
         await guesser.close()
         await analyst.close()
 
-    app.on_cleanup.append(stop)
+    app.cleanup_ctx.append(upstream_clients)
     app[READINESS_CHECKS]["database"] = attach_schema(app, database, SERVICE, MIGRATIONS, prepare)
     app.router.add_view("/analyze-request", AnalyzeView)
     app.router.add_view("/conversations", ConversationsView)
+    app.router.add_view("/conversations/close", CloseThreadView)
     app.router.add_view("/conversations/{conversation_id}", ConversationView)
     app.router.add_view("/turns/{turn_id}/action-result", ActionResultView)
     app.router.add_view("/users/{username}", UserView)

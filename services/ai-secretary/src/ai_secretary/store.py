@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import yaml
+from pydantic import BaseModel, Field
 
+from multyworkemon_common.contract import ActionRecord, DiscussionTurn, PersonInfo
 from multyworkemon_common.database import CONNECTION_ERRORS, Database, DatabaseUnavailable
 from multyworkemon_common.errors import ApiError
 
@@ -22,12 +23,35 @@ def unstorable_text() -> ApiError:
     return ApiError(400, "Text must not contain NUL (\\u0000) characters")
 
 
-@dataclass
-class Person:
-    username: str
-    department: str
-    position: str
-    known: bool
+# How each channel's sender is matched to the directory: only by what that channel vouches for.
+# A Telegram handle is never matched to a directory username, an e-mail only to an e-mail.
+_MATCH_BY_CHANNEL = {
+    "email": "lower(email) = lower($1)",
+    "tg": "telegram_id::text = $1 OR ($2 <> '' AND lower(telegram_username) = lower($2))",
+    "direct": "username = $1 OR lower(email) = lower($1)",
+}
+_PERSON_COLUMNS = "username, display_name, department, position, email, telegram_id, telegram_username"
+
+
+class UserEntry(BaseModel):
+    """One person of the users directory YAML (services/ai-secretary/users.example.yaml)."""
+
+    username: str = Field(min_length=1)
+    display_name: str | None = None
+    department: str = UNKNOWN_DEPARTMENT
+    position: str = UNKNOWN_POSITION
+    email: str | None = None
+    telegram_id: int | None = None
+    telegram_username: str | None = None
+
+
+class UsersFile(BaseModel):
+    users: list[UserEntry] = []
+
+
+def sender_key(channel: str, username: str) -> str:
+    """Whom a stranger's conversations and quota belong to: the channel and its normalised sender."""
+    return f"{channel}:{username.strip().lstrip('@').casefold()}"
 
 
 class Store:
@@ -39,14 +63,10 @@ class Store:
 
     # The users directory.
     async def load_users(self, path: Path) -> int:
-        entries = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("users", [])
+        directory = UsersFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
         rows = [
-            (
-                str(u["username"]), u.get("display_name"), str(u.get("department") or UNKNOWN_DEPARTMENT),
-                str(u.get("position") or UNKNOWN_POSITION), u.get("email"),
-                int(u["telegram_id"]) if u.get("telegram_id") is not None else None, u.get("telegram_username"),
-            )
-            for u in entries
+            (u.username, u.display_name, u.department, u.position, u.email, u.telegram_id, (u.telegram_username or "").lstrip("@") or None)
+            for u in directory.users
         ]
         pool = await self._pool()
         await pool.executemany(
@@ -59,18 +79,24 @@ class Store:
         )
         return len(rows)
 
-    async def find_person(self, name: str) -> Person:
-        """The directory's entry for a sender; neutral defaults for strangers (never an error)."""
-        user = await self.get_user(name)
-        if user is None:
-            return Person(name, UNKNOWN_DEPARTMENT, UNKNOWN_POSITION, known=False)
-        return Person(user["username"], user["department"], user["position"], known=True)
+    async def find_person(self, channel: str, sender: str, handle: str | None = None) -> PersonInfo:
+        """The directory's entry for a channel's sender; a stranger keyed by channel and sender (never an error)."""
+        args = (sender, (handle or "").lstrip("@")) if channel == "tg" else (sender,)
+        row = await self._run(
+            "fetchrow", f"SELECT {_PERSON_COLUMNS} FROM users WHERE {_MATCH_BY_CHANNEL[channel]} ORDER BY username LIMIT 1", *args
+        )
+        if row is None:
+            return PersonInfo(
+                username=sender_key(channel, sender), department=UNKNOWN_DEPARTMENT, position=UNKNOWN_POSITION,
+                email=sender if channel == "email" else None, known=False,
+            )
+        return PersonInfo(**{k: row[k] for k in PersonInfo.model_fields if k != "known"}, known=True)
 
     async def get_user(self, name: str) -> dict[str, Any] | None:
         """By user name, e-mail address, Telegram user name (with or without @) or Telegram id."""
         row = await self._run(
             "fetchrow",
-            """SELECT username, display_name, department, position, email, telegram_id, telegram_username
+            f"""SELECT {_PERSON_COLUMNS}
                FROM users
                WHERE username = $1 OR lower(email) = lower($1) OR lower(telegram_username) = lower(ltrim($1, '@'))
                   OR telegram_id::text = $1
@@ -80,17 +106,19 @@ class Store:
         return dict(row) if row else None
 
     # Turns and conversations.
-    async def turn_by_message(self, channel: str, message_id: str) -> asyncpg.Record | None:
-        return await self._run("fetchrow", "SELECT * FROM turns WHERE channel = $1 AND message_id = $2", channel, message_id)
+    async def turn_by_message(self, channel: str, username: str, message_id: str) -> asyncpg.Record | None:
+        return await self._run(
+            "fetchrow", "SELECT * FROM turns WHERE channel = $1 AND username = $2 AND message_id = $3", channel, username, message_id
+        )
 
     async def open_turn(
-        self, *, channel: str, person: Person, message_id: str | None, request_id: str, request: str,
-        ttl_seconds: int, reuse_turn_id: int | None,
+        self, *, channel: str, person: PersonInfo, thread: str | None, message_id: str | None, request_id: str,
+        request: str, ttl_seconds: int, reuse_turn_id: int | None,
     ) -> tuple[asyncpg.Record, asyncpg.Record, list[asyncpg.Record]]:
         """Store the message before anything else happens; return (conversation, turn, earlier turns).
 
-        The message joins the user's conversation on this channel while it waits for an answer to a
-        clarifying question younger than `ttl_seconds`; otherwise it starts a new conversation.
+        The message joins the user's conversation in this channel thread while it waits for an
+        answer to a clarifying question younger than `ttl_seconds`; otherwise it starts a new one.
         """
         pool = await self._pool()
         try:
@@ -103,17 +131,20 @@ class Store:
                     )
                     conversation = await connection.fetchrow("SELECT * FROM conversations WHERE id = $1 FOR UPDATE", turn["conversation_id"])
                 else:
-                    # Serialise one user's messages on one channel so that two at once join one conversation.
-                    await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{person.username}\x1f{channel}")
+                    # Serialise one user's messages in one thread so that two at once join one conversation.
+                    await connection.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext($1))", f"{person.username}\x1f{channel}\x1f{thread or ''}"
+                    )
                     conversation = await connection.fetchrow(
-                        """SELECT * FROM conversations WHERE username = $1 AND channel = $2 AND status = 'clarifying'
-                           AND updated_at > now() - make_interval(secs => $3) ORDER BY updated_at DESC LIMIT 1 FOR UPDATE""",
-                        person.username, channel, float(ttl_seconds),
+                        """SELECT * FROM conversations WHERE username = $1 AND channel = $2 AND thread IS NOT DISTINCT FROM $4
+                           AND status = 'clarifying' AND updated_at > now() - make_interval(secs => $3)
+                           ORDER BY updated_at DESC LIMIT 1 FOR UPDATE""",
+                        person.username, channel, float(ttl_seconds), thread,
                     )
                     if conversation is None:
                         conversation = await connection.fetchrow(
-                            "INSERT INTO conversations (username, channel, status) VALUES ($1, $2, 'open') RETURNING *",
-                            person.username, channel,
+                            "INSERT INTO conversations (username, channel, thread, status) VALUES ($1, $2, $3, 'open') RETURNING *",
+                            person.username, channel, thread,
                         )
                     turn = await connection.fetchrow(
                         """INSERT INTO turns (conversation_id, channel, username, message_id, request_id, request, department, position, status)
@@ -150,8 +181,29 @@ class Store:
             turn_id, *fields.values(), conversation_id, conversation_status, clarified,
         )
 
-    async def first_request(self, conversation_id: int) -> str | None:
-        return await self._run("fetchval", "SELECT request FROM turns WHERE conversation_id = $1 ORDER BY id LIMIT 1", conversation_id)
+    async def earlier_turns(self, conversation_id: int, turn_id: int) -> list[asyncpg.Record]:
+        """The answered turns of a conversation before this one, oldest first."""
+        return await self._run(
+            "fetch", "SELECT * FROM turns WHERE conversation_id = $1 AND id < $2 AND status = 'answered' ORDER BY id",
+            conversation_id, turn_id,
+        )
+
+    async def done_actions(self, turn_id: int) -> list[ActionRecord]:
+        rows = await self._run(
+            "fetch", "SELECT action, status, external_id, detail FROM action_results WHERE turn_id = $1 AND status = 'done' ORDER BY id",
+            turn_id,
+        )
+        return [ActionRecord(**dict(row)) for row in rows]
+
+    async def close_thread(self, username: str, channel: str, thread: str) -> int:
+        """Close the thread's conversations that are still open or waiting for an answer."""
+        closed = await self._run(
+            "fetch",
+            """UPDATE conversations SET status = 'closed', updated_at = now()
+               WHERE username = $1 AND channel = $2 AND thread = $3 AND status IN ('open', 'clarifying') RETURNING id""",
+            username, channel, thread,
+        )
+        return len(closed)
 
     async def fail_turn(self, turn_id: int, status: int, error: str, timings: dict[str, float]) -> None:
         await self._run(
@@ -211,6 +263,16 @@ class Store:
             raise unstorable_text() from None
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(exc) from exc
+
+
+def discussion_of(turns: list[asyncpg.Record]) -> list[DiscussionTurn]:
+    """Stored turns as the discussion: each request, then what the system answered or asked."""
+    discussion: list[DiscussionTurn] = []
+    for turn in turns:
+        discussion.append(DiscussionTurn(role="user", text=turn["request"]))
+        if turn["response"]:
+            discussion.append(DiscussionTurn(role="assistant", text=turn["response"]))
+    return discussion
 
 
 def _jsonable(record: asyncpg.Record) -> dict[str, Any]:

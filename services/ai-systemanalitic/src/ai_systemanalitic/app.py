@@ -7,13 +7,14 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r400, r404, r502, r503, r504
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
-from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
-from multyworkemon_common.contract import AnalyticsPlan, Channel, ErrorResponse, PreparedAnalytics, Source
+from multyworkemon_common.app import METRICS, READINESS_CHECKS, attach_llm, create_service_app, finish_app
+from multyworkemon_common.contract import AnalyticsPlan, AnalyticsRequest, Channel, ErrorResponse, PreparedAnalytics, Source, users_words
 from multyworkemon_common.database import Database, apply_migrations, attach_schema
-from multyworkemon_common.errors import ApiError, json_response
-from multyworkemon_common.llm import LLMSettings, StructuredAsker, attach_llm
+from multyworkemon_common.errors import ApiError
+from multyworkemon_common.responses import json_response
+from multyworkemon_common.llm import LLMSettings, StructuredAsker
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.prompts import saved_prompt
 from multyworkemon_common.settings import DatabaseSettings
@@ -47,25 +48,6 @@ class AnalystSettings(DatabaseSettings, LLMSettings):
     knowledge_min_score: float = Field(0.0, ge=0)
 
 
-class AnalyticsRequest(BaseModel):
-    context: str = Field(min_length=1, description="The guesser's description of the request's context")
-    request: str = Field(min_length=1, description="The request text, or the whole discussion so far")
-    channel: Channel | None = Field(None, description="Where the request came from; the default reply action follows it")
-    username: str | None = None
-    department: str | None = None
-    position: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _accept_seed_alias(cls, data):
-        # The seed names this parameter both `context` and `preparedcontext`.
-        if isinstance(data, dict):
-            data = {key: value for key, value in data.items() if value is not None}
-            if not data.get("context") and data.get("preparedcontext"):
-                data["context"] = data["preparedcontext"]
-        return data
-
-
 class PrepareAnalyticsView(ContractView):
     async def get(
         self,
@@ -97,8 +79,9 @@ class PrepareAnalyticsView(ContractView):
     async def _prepare(self, fields: AnalyticsRequest) -> web.Response:
         app = self.request.app
         grounding = app[GROUNDING]
-        found, searched = await grounding.sources(fields.context, fields.request)
-        payload = fields.model_dump(exclude_none=True)
+        found, searched = await grounding.sources(fields.context, users_words(fields.discussion, fields.request))
+        # The model reads the structured discussion when there is one; `request` would repeat it.
+        payload = fields.model_dump(exclude_none=True, exclude={"request"} if fields.discussion else {"discussion"})
         payload["sources"] = grounding.for_model(found)
         plan = await app[ASKER].ask(app[PROMPT], payload, AnalyticsPlan)
         response = await grounding.checked(plan.response, found, searched)

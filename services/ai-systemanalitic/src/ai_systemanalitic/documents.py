@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .links import find_links
+from multyworkemon_common.links import find_links
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)

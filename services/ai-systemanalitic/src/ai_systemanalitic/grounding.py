@@ -9,22 +9,15 @@ Apart from that the model's words reach the user as they are.
 
 from __future__ import annotations
 
-import re
-
 import asyncpg
 
 from multyworkemon_common.database import DatabaseUnavailable
 from multyworkemon_common.logging import get_logger
 
 from .knowledge import Found, KnowledgeBase
-from .links import find_links, link_key, strip_links
+from multyworkemon_common.links import find_links, link_key, strip_links
 
 log = get_logger("ai_systemanalitic.grounding")
-
-# In a discussion the secretary sends (ai_secretary.pipeline.discussion_text), the system's own
-# clarifying questions name many topics; only the user's words say what to look for.
-_OWN_QUESTION = re.compile(r"^Уточняющий вопрос:.*$", re.MULTILINE)
-_SPEAKER = re.compile(r"^(Исходное обращение|Ответ пользователя):", re.MULTILINE)
 
 # The database is away, or not migrated yet (the migration Job has not run): not a bug.
 NOT_AVAILABLE = (DatabaseUnavailable, asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError)
@@ -34,13 +27,12 @@ class Grounding:
     def __init__(self, knowledge: KnowledgeBase):
         self.knowledge = knowledge
 
-    async def sources(self, context: str, request: str) -> tuple[list[Found], bool]:
-        """The documents for this request, and whether the base could be searched at all.
+    async def sources(self, context: str, users_words: str) -> tuple[list[Found], bool]:
+        """The documents for what the user said, and whether the base could be searched at all.
 
         The base being away does not fail the request: the answer comes without sources (and the
         readiness check says why).
         """
-        users_words = _SPEAKER.sub("", _OWN_QUESTION.sub("", request))
         try:
             return await self.knowledge.search(f"{users_words}\n{context}"), True
         except NOT_AVAILABLE as exc:

@@ -22,7 +22,7 @@ import asyncpg
 from multyworkemon_common.database import CONNECTION_ERRORS, Database, DatabaseUnavailable
 
 from .documents import Document, plain_text
-from .links import link_key
+from multyworkemon_common.links import link_key
 
 # Only stems made of letters, digits and inner hyphens take part; that also makes quote_literal(stem)::tsquery safe.
 _LEXEME = r"^[0-9a-zа-яё]+(-[0-9a-zа-яё]+)*$"

@@ -19,23 +19,30 @@ from pydantic import ValidationError
 
 from .contract import ErrorResponse
 from .context import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, accept_request_id, request_id_var
-from .errors import ApiError, error_response
-from .llm import LLMError
+from .errors import ApiError, ServiceError
+from .llm import LLMSettings, StructuredAsker, build_model
 from .logging import get_logger, setup_logging
 from .metrics import ServiceMetrics
+from .responses import error_response
 from .settings import ServiceSettings
 from .views import describe_validation_error
 
-# A readiness check answers (ok, detail) quickly and never calls an LLM.
+# A readiness (or liveness) check answers (ok, detail) quickly and never calls an LLM.
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 SETTINGS = web.AppKey("settings", ServiceSettings)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 READINESS_CHECKS = web.AppKey("readiness_checks", dict)
+# Only what a restart of the process would cure (a background task that died for good).
+LIVENESS_CHECKS = web.AppKey("liveness_checks", dict)
 STATE = web.AppKey("state", dict)
 
 ALWAYS_PUBLIC = ("/health", "/metrics", "/oas")
 log = get_logger("multyworkemon.http")
+
+
+class InsecureConfiguration(SystemExit):
+    """A service asked to start without a service token: it refuses, in one sentence (no traceback)."""
 
 
 def service_version(distribution: str) -> str:
@@ -54,8 +61,14 @@ def create_service_app(
     """A web.Application with the shared middleware and endpoints; the service adds its routes.
 
     `public_paths` are prefixes reachable without the service token (besides health, metrics and
-    the OpenAPI document); every other route needs `X-Service-Token` when a token is configured.
+    the OpenAPI document); every other route needs `X-Service-Token`. Without a token the service
+    refuses to start (fail closed), unless ALLOW_INSECURE=1 says an open API is intended.
     """
+    if not settings.service_token.get_secret_value() and not settings.allow_insecure:
+        raise InsecureConfiguration(
+            f"{service}: SERVICE_TOKEN is not set; set it (or SERVICE_TOKEN_FILE) to the secret the services share, "
+            "or ALLOW_INSECURE=1 to run with an open API on purpose"
+        )
     version = service_version(service)
     setup_logging(service, version, settings.log_level)
     metrics = ServiceMetrics(service, version)
@@ -68,6 +81,7 @@ def create_service_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[READINESS_CHECKS] = {}
+    app[LIVENESS_CHECKS] = {}
     app[STATE] = {"shutting_down": False, "service": service, "version": version}
     app.router.add_get("/health", _health)
     app.router.add_get("/health/live", _live)
@@ -75,6 +89,19 @@ def create_service_app(
     app.router.add_get("/metrics", _metrics)
     app.on_shutdown.append(_mark_shutting_down)
     return app
+
+
+def attach_llm(app: web.Application, settings: LLMSettings) -> StructuredAsker:
+    """Give a service app its model (closed with the app) and return the structured asker."""
+    model = build_model(settings)
+
+    async def model_lifetime(_app: web.Application):
+        yield
+        if hasattr(model, "close"):
+            await model.close()
+
+    app.cleanup_ctx.append(model_lifetime)
+    return StructuredAsker(model, settings, app[METRICS])
 
 
 def finish_app(app: web.Application, title: str) -> web.Application:
@@ -169,16 +196,22 @@ async def readiness(app: web.Application) -> tuple[bool, dict[str, dict]]:
     checks: dict[str, dict] = {}
     if app[STATE]["shutting_down"]:
         checks["shutdown"] = {"ok": False, "detail": "shutting down"}
-    results = await asyncio.gather(*(check() for check in app[READINESS_CHECKS].values()), return_exceptions=True)
-    for name, result in zip(app[READINESS_CHECKS], results):
+    checks.update(await _run_checks(app[READINESS_CHECKS]))
+    ok = all(check["ok"] for check in checks.values())
+    app[METRICS].ready.set({}, 1 if ok else 0)
+    return ok, checks
+
+
+async def _run_checks(registered: dict[str, ReadinessCheck]) -> dict[str, dict]:
+    results = await asyncio.gather(*(check() for check in registered.values()), return_exceptions=True)
+    checks: dict[str, dict] = {}
+    for name, result in zip(registered, results):
         if isinstance(result, BaseException):
             checks[name] = {"ok": False, "detail": type(result).__name__}
         else:
             ok, detail = result
             checks[name] = {"ok": ok, "detail": detail}
-    ok = all(check["ok"] for check in checks.values())
-    app[METRICS].ready.set({}, 1 if ok else 0)
-    return ok, checks
+    return checks
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -195,7 +228,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _live(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    checks = await _run_checks(request.app[LIVENESS_CHECKS])
+    if all(check["ok"] for check in checks.values()):
+        return web.json_response({"status": "ok", **({"checks": checks} if checks else {})})
+    return web.json_response({"status": "down", "checks": checks}, status=503)
 
 
 async def _ready(request: web.Request) -> web.Response:
@@ -210,6 +246,8 @@ def _core_middleware(settings: ServiceSettings, metrics: ServiceMetrics, public:
     async def middleware(request: web.Request, handler):
         request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
         request_id_var.set(request_id)
+        # A keep-alive connection serves many requests in one task: nothing bound for the last one may leak.
+        structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(trace_id=request_id)
         started = time.perf_counter()
         metrics.http_in_flight.inc({})
@@ -227,7 +265,8 @@ def _core_middleware(settings: ServiceSettings, metrics: ServiceMetrics, public:
             log.info(
                 "request served",
                 http={"request": {"method": request.method}, "response": {"status_code": response.status}},
-                url={"path": request.path},
+                # The route template, not the path: a path can hold a user name (/users/{username}).
+                url={"path": route},
                 duration_ns=int(elapsed * 1e9),
             )
         return response
@@ -244,17 +283,15 @@ async def _guarded(request, handler, settings, token: bytes, public: tuple[str, 
             if not hmac.compare_digest(given, token):
                 raise ApiError(401, f"Missing or wrong {SERVICE_TOKEN_HEADER}")
         return await handler(request)
-    except ApiError as exc:
+    except ServiceError as exc:
         return error_response(exc.status, exc.message, exc.headers)
-    except LLMError as exc:
-        return error_response(exc.status, str(exc))
     except UnicodeDecodeError:
         return error_response(400, "Request body must be UTF-8 text")
     except RecursionError:
-        if not request.body_exists:
-            raise
-        # The JSON decoder gives up on arrays or objects nested thousands deep.
-        return error_response(400, "Request body is nested too deeply")
+        if request.body_exists:
+            # The JSON decoder gives up on arrays or objects nested thousands deep.
+            return error_response(400, "Request body is nested too deeply")
+        return _internal_error()
     except ValidationError as exc:
         # Checks a handler makes beyond its signature (lengths, either-or fields).
         return error_response(400, describe_validation_error(exc, "query" if request.method == "GET" else "body"))
@@ -271,5 +308,9 @@ async def _guarded(request, handler, settings, token: bytes, public: tuple[str, 
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("unhandled error")
-        return error_response(500, f"Internal error; quote request id {request_id_var.get()} to the operators")
+        return _internal_error()
+
+
+def _internal_error() -> web.Response:
+    log.exception("unhandled error")
+    return error_response(500, f"Internal error; quote request id {request_id_var.get()} to the operators")

@@ -1,10 +1,14 @@
-"""The seed contract's enums and bodies (../shared/seeds/MultyWorkemon-README.md), in one place."""
+"""Every request and answer that crosses the wire between our services, in one place.
+
+The seed contract's enums and bodies (docs/contract/seed-README.md) plus the optional fields our
+own services exchange; a peer that implements only the seed ignores the extra fields.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Channel = Literal["email", "tg", "direct"]
 CHANNELS: tuple[str, ...] = ("email", "tg", "direct")
@@ -33,6 +37,13 @@ ACTIONS: tuple[str, ...] = (
 )
 
 
+REPLY_ACTIONS: tuple[str, ...] = (ACTION_CLARIFY, ACTION_REPLY_MESSAGE, ACTION_REPLY_EMAIL)
+SIDE_ACTIONS: tuple[str, ...] = (ACTION_JIRA, ACTION_TELEGRAM_EMPLOYEE, ACTION_DEPARTMENT_MAILING)
+
+# Ids are PostgreSQL bigints: anything larger is a bad parameter (400), not a database error.
+DatabaseId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
 class ErrorResponse(BaseModel):
     """Every error any service answers."""
 
@@ -49,11 +60,76 @@ class Source(BaseModel):
     score: float = 0.0
 
 
+class DiscussionTurn(BaseModel):
+    """One message of a conversation: the user's words or what the system answered."""
+
+    role: Literal["user", "assistant"]
+    text: str
+
+
+def users_words(discussion: list[DiscussionTurn], fallback: str) -> str:
+    """What the user said in the whole discussion (the system's own questions name many topics)."""
+    words = [turn.text for turn in discussion if turn.role == "user"]
+    return "\n".join(words) if words else fallback
+
+
+def discussion_text(discussion: list[DiscussionTurn]) -> str:
+    """The discussion as one text, for a model or a peer that takes only the seed's `request` string."""
+    labels = {"user": "Пользователь", "assistant": "MultyWorkemon"}
+    return "\n".join(f"{labels[turn.role]}: {turn.text}" for turn in discussion)
+
+
+class ContextRequest(BaseModel):
+    """The guesser's request (seed: GET /get-context)."""
+
+    username: str = Field(min_length=1, max_length=256)
+    department: str = Field(min_length=1, max_length=512)
+    position: str = Field(min_length=1, max_length=512)
+    request: str = Field(min_length=1, max_length=200_000, description="The request text, or the whole discussion as text")
+    discussion: list[DiscussionTurn] = Field(
+        default_factory=list, max_length=200, description="The conversation so far, oldest first, ending with this message"
+    )
+
+
 class ContextDecision(BaseModel):
     """The guesser's answer (contract: ContextResponse) and the shape its LLM must produce."""
 
     is_enough: bool = Field(description="true только если информации достаточно, чтобы понять предметную область и что нужно пользователю")
     response: str = Field(min_length=1, description="если is_enough=false: один уточняющий вопрос пользователю; если true: краткое описание контекста запроса")
+
+
+class ContextResponse(ContextDecision):
+    """The guesser's API answer; `reasoning` repeats `response` for the original implementation's secretary."""
+
+    reasoning: str = ""
+
+    @model_validator(mode="after")
+    def _reasoning_is_response(self) -> "ContextResponse":
+        self.reasoning = self.response
+        return self
+
+
+class AnalyticsRequest(BaseModel):
+    """The analyst's request (seed: GET /prepare-analititcs)."""
+
+    context: str = Field(min_length=1, max_length=200_000, description="The guesser's description of the request's context")
+    request: str = Field(min_length=1, max_length=200_000, description="The request text, or the whole discussion as text")
+    channel: Channel | None = Field(None, description="Where the request came from")
+    username: str | None = Field(None, max_length=256)
+    department: str | None = Field(None, max_length=512)
+    position: str | None = Field(None, max_length=512)
+    discussion: list[DiscussionTurn] = Field(default_factory=list, max_length=200, description="As in the guesser's request")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_seed_alias(cls, data):
+        # The seed names this parameter both `context` and `preparedcontext`.
+        if isinstance(data, dict):
+            data = {key: value for key, value in data.items() if value is not None}
+            if not data.get("context") and data.get("preparedcontext"):
+                data["context"] = data["preparedcontext"]
+            data.pop("preparedcontext", None)
+        return data
 
 
 class AnalyticsPlan(BaseModel):
@@ -68,6 +144,65 @@ class PreparedAnalytics(AnalyticsPlan):
     """The analyst's API answer (contract: ContextResponse plus action and sources)."""
 
     sources: list[Source] = []
+    reasoning: str = ""
+
+    @model_validator(mode="after")
+    def _reasoning_is_response(self) -> "PreparedAnalytics":
+        self.reasoning = self.response
+        return self
+
+
+class AnalyzeRequest(BaseModel):
+    """The secretary's request (seed: GET /analyze-request), sent by the communicator.
+
+    The caller holds the service token and vouches for `username`: the communicator puts there who
+    the channel says the sender is, never a name the sender typed.
+    """
+
+    channel: Channel
+    username: str = Field(
+        min_length=1, max_length=256,
+        description="E-mail: the sender's address; tg: the Telegram user id; direct: the proxy's e-mail or anon:<id>",
+    )
+    request: str = Field(min_length=1, max_length=100_000)
+    department: str | None = Field(None, max_length=512, description="Overrides the users directory")
+    position: str | None = Field(None, max_length=512, description="Overrides the users directory")
+    message_id: str | None = Field(
+        None, max_length=512, description="The channel's id of the message; idempotent per channel and sender"
+    )
+    thread: str | None = Field(
+        None, max_length=512, description="The channel's discussion thread; a clarification continues only within it"
+    )
+    verified: bool = Field(False, description="The channel authenticated the sender; actions on their behalf need it")
+    handle: str | None = Field(None, max_length=256, description="The sender's Telegram user name, matched to the directory")
+
+
+class PersonInfo(BaseModel):
+    """Who a message is from, as the users directory knows them (known=false: a stranger)."""
+
+    username: str
+    display_name: str | None = None
+    department: str
+    position: str
+    email: str | None = None
+    known: bool
+
+
+class ActionRecord(BaseModel):
+    """What the communicator did with a turn's action."""
+
+    action: str = Field(min_length=1, max_length=128)
+    status: Literal["done", "failed"]
+    external_id: str | None = Field(None, max_length=512, description="Jira issue key, message id, ...")
+    detail: str | None = Field(None, max_length=10_000)
+
+
+class CloseThread(BaseModel):
+    """Close a channel thread's open conversation ("Новый разговор", Telegram /new)."""
+
+    channel: Channel
+    username: str = Field(min_length=1, max_length=256)
+    thread: str = Field(min_length=1, max_length=512)
 
 
 class AnalysisResponse(BaseModel):
@@ -84,3 +219,9 @@ class AnalysisResponse(BaseModel):
     conversation_id: int | None = None
     turn_id: int | None = None
     sources: list[Source] = []
+    # What the communicator needs to carry the answer out, so that it asks nothing else.
+    reply_action: Action | None = Field(None, description="The reply on the message's own channel")
+    person: PersonInfo | None = None
+    discussion: list[DiscussionTurn] = Field(default_factory=list, description="The whole conversation, this answer included")
+    done_actions: list[ActionRecord] = Field(default_factory=list, description="Actions already carried out for this turn")
+    repeated: bool = Field(False, description="The same message was answered before; this is the stored answer")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 from aiohttp import web
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from .errors import ApiError
 from .logging import get_logger
@@ -84,6 +85,9 @@ def attach_schema(
 
     async def database_ready() -> tuple[bool, str]:
         nonlocal schema_current
+        preparing = app.get(_PREPARING)
+        if preparing is not None and not preparing.done():
+            return False, "preparing: migrations and seed data"
         ok, detail = await database.check()
         if ok and not schema_current:
             pending = await pending_migrations(await database.pool(), service, migrations)
@@ -92,26 +96,25 @@ def attach_schema(
                 return False, f"migrations pending: {', '.join(pending)}"
         return ok, detail
 
-    async def prepare_until_done() -> None:
-        delay = 0.5
-        while True:
-            try:
-                return await prepare()
-            except Exception as exc:  # noqa: BLE001 - whatever it is, stay up, not ready, and try again
-                log.warning("database not ready yet; retrying", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+    # Whatever fails, stay up, not ready, and try again (0.5 s, doubling up to 10 s, for ever).
+    prepare_until_done = AsyncRetrying(
+        retry=retry_if_exception_type(Exception),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        before_sleep=lambda state: log.warning("database not ready yet; retrying", error=_describe(state.outcome.exception())),
+    ).wraps(prepare)
 
-    async def start(app_: web.Application) -> None:
+    async def schema_lifetime(app_: web.Application):
         app_[_PREPARING] = asyncio.create_task(prepare_until_done())
-
-    async def stop(app_: web.Application) -> None:
+        yield
         app_[_PREPARING].cancel()
         await database.close()
 
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    app.cleanup_ctx.append(schema_lifetime)
     return database_ready
+
+
+def _describe(exc: BaseException | None) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 class DatabaseUnavailable(ApiError):

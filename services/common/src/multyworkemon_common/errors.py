@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-import json
-from functools import partial
-from http import HTTPStatus
-
-from aiohttp import web
 
 
-class ApiError(Exception):
+class ServiceError(Exception):
+    """Any failure our API answers as it is: the status to answer and a message meant for people.
+
+    The one base the middleware maps onto the ErrorResponse shape; the LLM layer's errors derive
+    from it too, so neither side imports the other.
+    """
+
+    status = 500
+
+    def __init__(self, message: str, *, status: int | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class ApiError(ServiceError):
     """An error the caller should see as it is: status and a message meant for people."""
 
     def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+        super().__init__(message, status=status, headers=headers)
 
 
 class UpstreamError(ApiError):
@@ -31,19 +40,3 @@ class UpstreamError(ApiError):
         self.upstream = upstream
         self.answered = answered
         self.retry_after = retry_after
-
-
-def error_body(status: int, message: str) -> dict:
-    return {"error": HTTPStatus(status).phrase, "message": message, "statusCode": status}
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return json_response(error_body(status, message), status=status, headers=headers)
-
-
-_dumps = partial(json.dumps, ensure_ascii=False)
-
-
-def json_response(data, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """JSON with readable non-ASCII text (the users write in Russian)."""
-    return web.json_response(data, status=status, headers=headers, dumps=_dumps)

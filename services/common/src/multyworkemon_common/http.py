@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from .context import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id_var
 from .errors import UpstreamError
 from .metrics import ServiceMetrics
+
+
+Answer = TypeVar("Answer", bound=BaseModel)
 
 
 class _Unreachable(Exception):
@@ -59,6 +63,25 @@ class ServiceClient:
             headers[SERVICE_TOKEN_HEADER] = self._token
         return headers
 
+    async def call(self, path: str, body: BaseModel, answer: type[Answer]) -> Answer:
+        """Send a contract model, get a contract model back; UpstreamError (502) when the answer does not fit.
+
+        POST carries any length; a peer that implements only the seed's GET answers 405 and is
+        asked again with GET, its scalar fields as the query (the seed's parameters are all scalars).
+        """
+        payload = body.model_dump(mode="json", exclude_none=True)
+        try:
+            result = await self.request_json("POST", path, payload=payload)
+        except UpstreamError as exc:
+            if exc.answered != 405:
+                raise
+            params = {key: _query_value(value) for key, value in payload.items() if isinstance(value, (str, int, float, bool))}
+            result = await self.request_json("GET", path, params=params)
+        try:
+            return answer.model_validate(result)
+        except ValidationError as exc:
+            raise UpstreamError(502, self.name, f"{self.name} answered without the fields of {answer.__name__}: {_first_error(exc)}") from None
+
     async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST JSON, return the JSON answer; raise UpstreamError with the right status otherwise."""
         return await self.request_json("POST", path, payload=payload)
@@ -104,7 +127,7 @@ class ServiceClient:
             ) as response:
                 try:
                     body = await response.json(content_type=None)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
                     body = None
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
             raise _Unreachable(str(exc) or type(exc).__name__) from exc
@@ -119,3 +142,12 @@ class ServiceClient:
             status, self.name, f"{self.name} answered {response.status}: {detail or 'no detail'}",
             answered=response.status, retry_after=response.headers.get("Retry-After"),
         )
+
+
+def _query_value(value: str | int | float | bool) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"

@@ -46,8 +46,10 @@ class ServiceSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "info"
-    # Shared secret on calls between services; empty turns the check off (local runs).
+    # Shared secret on every call between services; a service refuses to start without it...
     service_token: SecretStr = SecretStr("")
+    # ...unless this says an open API is intended (a developer's machine, never a deployment).
+    allow_insecure: bool = False
     # Largest request body and query string accepted, so a huge input gets a 413, not memory pressure.
     max_body_bytes: int = 1_048_576
     max_query_bytes: int = 65_536

@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp_pydantic import PydanticView
 from pydantic import ValidationError
 
-from .errors import error_response
+from .responses import error_response
 
 
 def describe_validation_error(exc: ValidationError, context: str) -> str:

@@ -1,14 +1,22 @@
-"""Telegram (aiogram 3): long polling, /start and /help, a typing indicator, long answers split.
+"""Telegram (aiogram 3): long polling, /start, /help and /new, a typing indicator, long answers split.
 
-An update is acknowledged (the next getUpdates offset moves past it) only once it is handled:
-a failing message is retried in place, an outage without limit, any other failure up to
-MAX_ATTEMPTS times, then the user gets an apology and the bot moves on.
+Each chat has its own worker that handles the chat's updates in order (a clarification answers the
+question before it) and owns their retries: a failing message is retried in place, an outage
+without limit, any other failure up to MAX_ATTEMPTS times, then the user gets an apology and the
+worker moves on. Polling goes on meanwhile, so one chat's retries hold up no other chat.
+
+Nothing is lost on a restart: the getUpdates offset only ever moves up to the oldest update not yet
+handled, so Telegram keeps (and sends again) every update from there on. Those sent again that were
+handled already are skipped here, or, after a restart, answered from the secretary's stored turn
+without a second reply. A chat with TELEGRAM_CHAT_QUEUE messages waiting gets further ones declined
+with a notice, so one chat cannot fill the window of 100 updates Telegram hands out.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import deque
+from contextlib import suppress
 
 from aiogram import Bot, Dispatcher, F, Router
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -24,14 +32,18 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import Message, Update
 from aiogram.utils.chat_action import ChatActionSender
 
+from multyworkemon_common.context import trace
+from multyworkemon_common.errors import UpstreamError
 from multyworkemon_common.logging import get_logger
 
-from ..handling import APOLOGY, ChannelMetrics, Failure, Inbound, MessageHandler, RetryBook
+from ..handling import APOLOGY, ChannelMetrics, MessageHandler, RetryBook
+from ..messages import Failure, Inbound
 from ..settings import CommunicatorSettings
 
 log = get_logger("ai_communicator.telegram")
 CHANNEL = "tg"
 LIMIT = 4096  # Telegram's longest message
+RECHECK_SECONDS = 1.0  # how soon to ask for new updates while earlier ones are still being handled
 
 WELCOME = (
     "Здравствуйте! Я MultyWorkemon, помощник по внутренним запросам. Напишите, что вам нужно: "
@@ -40,10 +52,17 @@ WELCOME = (
 HELP = (
     "Просто опишите запрос обычным сообщением, например: «Нужна выгрузка авторизаций по кошелькам за октябрь».\n"
     "Я отвечу, что и где сделать, задам уточняющий вопрос, если нужно, а при необходимости заведу задачу в Jira "
-    "или передам запрос ответственному сотруднику.\n/start — приветствие, /help — эта подсказка."
+    "или передам запрос ответственному сотруднику.\n"
+    "/new — начать новый разговор (незаконченный прежний я закрою), /start — приветствие, /help — эта подсказка."
 )
 TEXT_ONLY = "Пока я понимаю только текстовые сообщения. Опишите, пожалуйста, запрос текстом."
 NOT_ALLOWED = "Этот бот доступен только сотрудникам из списка допущенных. Обратитесь к администратору."
+NEW_DONE = "Начинаем новый разговор: прежний закрыт, следующее сообщение я пойму как новый запрос."
+NEW_FAILED = "Не получилось начать новый разговор: сервис сейчас недоступен. Попробуйте ещё раз чуть позже."
+BUSY = (
+    "Я ещё не ответил на ваши предыдущие сообщения, поэтому это сообщение не принял. "
+    "Дождитесь ответов и отправьте его ещё раз."
+)
 
 
 def make_bot(settings: CommunicatorSettings) -> Bot:
@@ -93,63 +112,137 @@ class TelegramChannel:
         router = Router(name="multyworkemon")
         router.message.register(self._start, CommandStart())
         router.message.register(self._help, Command("help"))
+        router.message.register(self._new, Command("new"))
         router.message.register(self._text, F.text)
         router.message.register(self._other)
         self.dispatcher.include_router(router)
+        # Updates taken from Telegram, per chat in arrival order; each chat with updates has a worker.
+        self._chats: dict[int, deque[Update]] = {}
+        self._workers: set[asyncio.Task] = set()
+        self._open: set[int] = set()  # update ids taken, not yet handled
+        self._handled: set[int] = set()  # handled but above the oldest open one: Telegram sends them again
+        self._next: int | None = None  # past the newest update seen
+        self._progress = asyncio.Event()  # a worker finished an update
 
     def _set_connected(self, value: bool) -> None:
         self.connected = value
         self.metrics.connected.set({"channel": CHANNEL}, 1 if value else 0)
 
     async def run(self) -> None:
-        """Poll until cancelled; reconnect after any failure of the Bot API."""
+        """Poll until cancelled; reconnect after any failure of the Bot API (the chats' workers go on)."""
         delay = 1.0
-        while True:
-            try:
-                me = await self.bot.get_me()
-                # getUpdates does not work while a webhook is set.
-                await self.bot.delete_webhook(drop_pending_updates=False)
-                self._set_connected(True)
-                delay = 1.0
-                log.info("Telegram bot connected", labels={"bot": me.username or str(me.id)})
-                await self._poll()
-            except TelegramUnauthorizedError:
-                log.error("Telegram rejected the bot token; check TELEGRAM_BOT_TOKEN")
-                delay = 60.0
-            except TelegramAPIError as exc:
-                log.warning("Telegram Bot API failed; reconnecting", error=f"{type(exc).__name__}: {exc}")
-            finally:
-                self._set_connected(False)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+        try:
+            while True:
+                try:
+                    me = await self.bot.get_me()
+                    # getUpdates does not work while a webhook is set.
+                    await self.bot.delete_webhook(drop_pending_updates=False)
+                    self._set_connected(True)
+                    delay = 1.0
+                    log.info("Telegram bot connected", labels={"bot": me.username or str(me.id)})
+                    await self._poll()
+                except TelegramUnauthorizedError:
+                    log.error("Telegram rejected the bot token; check TELEGRAM_BOT_TOKEN")
+                    delay = 60.0
+                except TelegramAPIError as exc:
+                    log.warning("Telegram Bot API failed; reconnecting", error=f"{type(exc).__name__}: {exc}")
+                finally:
+                    self._set_connected(False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+        finally:
+            await self._stop_chats()
 
     async def _poll(self) -> None:
-        offset = None
         timeout = self.settings.telegram_poll_timeout
         while True:
+            # Telegram drops every update below the offset: only those handled, up to the oldest open one.
+            offset = min(self._open) if self._open else self._next
+            self._handled = {update_id for update_id in self._handled if offset is None or update_id >= offset}
+            self._progress.clear()
             updates = await self.bot.get_updates(offset=offset, timeout=timeout, allowed_updates=["message"], request_timeout=timeout + 15)
-            if not updates:
-                continue
-            # Chats in parallel, each chat's messages in order (a clarification answers the question before it).
-            by_chat: dict[int, list[Update]] = defaultdict(list)
-            for update in updates:
-                by_chat[update.message.chat.id if update.message else 0].append(update)
-            await asyncio.gather(*(self._handle_in_order(chat_updates) for chat_updates in by_chat.values()))
-            # The next getUpdates with this offset acknowledges the batch, now that all of it is handled.
-            offset = updates[-1].update_id + 1
+            fresh = [u for u in updates if u.update_id not in self._open and u.update_id not in self._handled]
+            for update in fresh:
+                await self._take(update)
+            if updates:
+                self._next = max(self._next or 0, updates[-1].update_id + 1)
+            if updates and not fresh:
+                # Only updates still being handled came back (an open one is always sent again, so this
+                # does not long-poll): ask again once one is handled, or in a moment for new ones.
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), RECHECK_SECONDS)
 
-    async def _handle_in_order(self, updates: list[Update]) -> None:
-        for update in updates:
+    async def _take(self, update: Update) -> None:
+        chat_id = update.message.chat.id if update.message else 0
+        waiting = self._chats.get(chat_id)
+        if waiting is not None and len(waiting) >= self.settings.telegram_chat_queue:
+            self._handled.add(update.update_id)
+            await self._decline(update)
+            return
+        self._open.add(update.update_id)
+        if waiting is None:
+            waiting = self._chats[chat_id] = deque()
+            worker = asyncio.create_task(self._work(chat_id, waiting), name=f"telegram-chat-{chat_id}")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        waiting.append(update)
+
+    async def _work(self, chat_id: int, waiting: deque[Update]) -> None:
+        """Handle one chat's updates in order, each to the end (retries included), then go away."""
+        try:
+            while waiting:
+                update = waiting[0]
+                await self._handle(update)
+                waiting.popleft()
+                self._open.discard(update.update_id)
+                self._handled.add(update.update_id)
+                self._progress.set()
+        finally:
+            # No await since the queue was found empty: nothing can have been added meanwhile.
+            if self._chats.get(chat_id) is waiting:
+                del self._chats[chat_id]
+
+    async def _handle(self, update: Update) -> None:
+        with trace():
             try:
                 await self.dispatcher.feed_update(self.bot, update)
             except TelegramAPIError as exc:  # a greeting or a hint that could not be sent: nothing to retry
                 log.warning("could not answer a Telegram command", error=str(exc), labels={"update_id": str(update.update_id)})
+            except Exception:  # noqa: BLE001 - a bug must not wedge the chat (messages themselves are retried in _text)
+                log.exception("a Telegram update failed; moving on", labels={"update_id": str(update.update_id)})
+
+    async def _decline(self, update: Update) -> None:
+        with trace():
+            log.warning("a chat has too many messages waiting; declined one", labels={"update_id": str(update.update_id)})
+            if update.message is not None:
+                with suppress(Failure):
+                    await send_text(self.bot, update.message.chat.id, BUSY, update.message.message_id)
+
+    async def _stop_chats(self) -> None:
+        workers = list(self._workers)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        # Whatever was not handled stays with Telegram, which sends it again to whoever polls next.
+        self._chats.clear()
+        self._open.clear()
+        self._handled.clear()
+        self._next = None
 
     def _allowed(self, message: Message) -> bool:
         user = message.from_user
         if not self.allowed:
             return True
         return user is not None and ({str(user.id), (user.username or "").lower()} & self.allowed) != set()
+
+    @staticmethod
+    def _sender(message: Message) -> tuple[str, str | None, bool]:
+        """(user id, @handle without the @, verified): Telegram vouches for the user id, so the
+        secretary matches people by id or by the directory's telegram_username, never by name."""
+        user = message.from_user
+        if user is None or user.is_bot or message.sender_chat is not None:  # posted as a chat: no person behind it
+            return str(message.chat.id), None, False
+        return str(user.id), user.username, True
 
     async def _start(self, message: Message) -> None:
         await message.answer(WELCOME if self._allowed(message) else NOT_ALLOWED)
@@ -160,17 +253,31 @@ class TelegramChannel:
     async def _other(self, message: Message) -> None:
         await message.answer(TEXT_ONLY if self._allowed(message) else NOT_ALLOWED)
 
+    async def _new(self, message: Message) -> None:
+        if not self._allowed(message):
+            await message.answer(NOT_ALLOWED)
+            return
+        username, _, _ = self._sender(message)
+        try:
+            await self.handler.secretary.close_thread(CHANNEL, username, f"tg:{message.chat.id}")
+        except UpstreamError as exc:
+            log.warning("could not close a Telegram conversation", error=exc.message)
+            await message.answer(NEW_FAILED)
+            return
+        await message.answer(NEW_DONE)
+
     async def _text(self, message: Message) -> None:
         if not self._allowed(message):
             await message.answer(NOT_ALLOWED)
             return
         user = message.from_user
         chat_id = message.chat.id
-        name = (user.username if user else None) or str(user.id if user else chat_id)
+        username, handle, verified = self._sender(message)
         inbound = Inbound(
-            channel=CHANNEL, username=name, text=message.text or "", message_id=f"{chat_id}:{message.message_id}",
+            channel=CHANNEL, username=username, text=message.text or "", message_id=f"{chat_id}:{message.message_id}",
             arrived=message.date.timestamp(), reply=lambda text: send_text(self.bot, chat_id, text, message.message_id),
-            sender_label=f"{user.full_name} (@{user.username})" if user and user.username else (user.full_name if user else name),
+            sender_label=f"{user.full_name} (@{user.username})" if user and user.username else (user.full_name if user else username),
+            thread=f"tg:{chat_id}", verified=verified, handle=handle,
         )
         retries = RetryBook(self.settings.max_attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
         key = inbound.message_id

@@ -1,5 +1,6 @@
-// The web chat: sends each message to the communicator (POST /api/chat) and shows the thread.
+// The web chat: sends each message to the communicator (POST /api/chat) and shows the conversation.
 // A message keeps its id until it is answered, so sending it again after an error is safe.
+// Who the user is comes from the server (a signing-in proxy, or an anonymous cookie), never from the page.
 "use strict";
 
 const ACTION_NAMES = {
@@ -11,6 +12,7 @@ const STORE = "multyworkemon-chat";
 
 const $ = (id) => document.getElementById(id);
 const state = JSON.parse(sessionStorage.getItem(STORE) || '{"items": []}');
+state.thread = state.thread || newId(); // this conversation; "Новый разговор" gets the next one from the server
 let pending = null; // {id, text} of the message being sent or waiting to be sent again
 
 function newId() {
@@ -61,11 +63,8 @@ function add(item) {
 
 async function send(event) {
   event.preventDefault();
-  const username = $("username").value.trim();
   const text = $("message").value.trim();
-  if (!username) { $("status").textContent = "Укажите имя пользователя."; $("username").focus(); return; }
   if (!text) { $("message").focus(); return; }
-  localStorage.setItem("multyworkemon-username", username);
   if (!pending || pending.text !== text) {
     pending = { id: newId(), text };
     add({ kind: "user", text });
@@ -76,7 +75,7 @@ async function send(event) {
     const response = await fetch("/api/chat", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username, message: text, message_id: pending.id }),
+      body: JSON.stringify({ message: text, message_id: pending.id, thread: state.thread }),
     });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
@@ -101,16 +100,51 @@ async function send(event) {
   }
 }
 
-function reset() {
-  state.items = [];
-  pending = null;
-  save();
-  render();
-  $("message").focus();
+async function reset() {
+  $("reset").disabled = true;
+  try {
+    // The server closes this conversation, so an open question is not continued by the next message.
+    const response = await fetch("/api/chat/new", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ thread: state.thread }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.message || `ошибка ${response.status}`);
+    state.thread = body.thread;
+    state.items = [];
+    pending = null;
+    save();
+    render();
+    $("status").textContent = "";
+  } catch (error) {
+    $("status").textContent = `Новый разговор не начат: ${error.message}`;
+  } finally {
+    $("reset").disabled = false;
+    $("message").focus();
+  }
+}
+
+async function showWho() {
+  const who = $("who");
+  try {
+    const response = await fetch("/api/me", { cache: "no-store" });
+    const body = await response.json();
+    if (body.mode === "signed-in") {
+      who.textContent = `Вы вошли как ${body.username}`;
+    } else {
+      who.classList.add("anonymous");
+      who.textContent = "Анонимный режим: я отвечаю и даю ссылки, но ничего не делаю от вашего имени " +
+        "(задачи в Jira, письма, сообщения коллегам).";
+    }
+  } catch (error) {
+    who.textContent = "";
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("username").value = localStorage.getItem("multyworkemon-username") || "";
+  save();
+  showWho();
   $("chat").addEventListener("submit", send);
   $("reset").addEventListener("click", reset);
   $("message").addEventListener("keydown", (event) => {

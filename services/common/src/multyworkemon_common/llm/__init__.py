@@ -19,16 +19,3 @@ __all__ = [
     "LLMUnavailable", "OfflineModel", "StructuredAsker", "build_model",
 ]
 
-
-def attach_llm(app, settings: LLMSettings) -> StructuredAsker:
-    """Give a service app its model (closed with the app) and return the structured asker."""
-    from ..app import METRICS
-
-    model = build_model(settings)
-
-    async def close_model(_app) -> None:
-        if hasattr(model, "close"):
-            await model.close()
-
-    app.on_cleanup.append(close_model)
-    return StructuredAsker(model, settings, app[METRICS])

@@ -7,6 +7,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
+from ..errors import ServiceError
 from ..settings import ServiceSettings
 
 
@@ -43,7 +44,7 @@ class ChatModel(Protocol):
         """Send the messages; answer the model's text. Raises LLMError subclasses."""
 
 
-class LLMError(Exception):
+class LLMError(ServiceError):
     """The model could not give a usable answer; `status` is what our API answers."""
 
     status = 502

@@ -15,9 +15,10 @@ from typing import Any
 from ..contract import (
     ACTION_DEPARTMENT_MAILING,
     ACTION_JIRA,
-    ACTION_REPLY_EMAIL,
     ACTION_REPLY_MESSAGE,
     ACTION_TELEGRAM_EMPLOYEE,
+    DiscussionTurn,
+    users_words,
 )
 from .base import ChatResult, LLMBadOutput
 from .structured import read_payload
@@ -100,10 +101,11 @@ class OfflineModel:
 
     # The guesser's question: is the request understood?
     def decide_context(self, payload: dict[str, Any]) -> dict[str, Any]:
-        text = _normalise(_users_words(str(payload.get("request", ""))))
+        discussion = _discussion(payload)
+        text = _normalise(users_words(discussion, str(payload.get("request", ""))))
         domains = [d for d in DOMAINS if _found(text, d.stems)]
         intents = [name for name, stems in INTENTS.items() if _found(text, stems)]
-        specifics = _found(text, SPECIFICS)
+        specifics = _found(text, SPECIFICS) + _picked_option(discussion)
         if not domains:
             return {"is_enough": False, "response": QUESTION_NO_DOMAIN}
         domain_names = ", ".join(d.name for d in domains)
@@ -126,12 +128,11 @@ class OfflineModel:
 
     # The analyst's answer: what to do and where.
     def plan_analytics(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = _users_words(str(payload.get("request", "")))
+        request = users_words(_discussion(payload), str(payload.get("request", "")))
         text = _normalise(f"{payload.get('context', '')} {request}")
         request_text = _normalise(request)
-        action = next((a for a, stems in _ACTION_RULES if _found(request_text, stems)), None)
-        if action is None:
-            action = ACTION_REPLY_EMAIL if payload.get("channel") == "email" else ACTION_REPLY_MESSAGE
+        # A reply goes back on the message's own channel: the secretary picks which reply that is.
+        action = next((a for a, stems in _ACTION_RULES if _found(request_text, stems)), ACTION_REPLY_MESSAGE)
         sources = [s for s in payload.get("sources", []) if isinstance(s, dict)]
         domains = [d for d in DOMAINS if _found(text, d.stems)]
         if sources:
@@ -158,12 +159,29 @@ class OfflineModel:
 
 
 UNKNOWN = ("не указано", "не указана")
-# The secretary marks the system's own questions in a discussion; only the user's words count.
-_OWN_QUESTION = re.compile(r"^Уточняющий вопрос:.*$", re.MULTILINE)
+# Answers that pick an option by its place or take them all ("первое", "оба", "все операции").
+# Words of the question's own framing, not of its options.
+_FRAMING = {"уточни", "пожалу", "интере", "какие", "какой", "каком", "котор", "нужно", "нужны", "именно", "запрос", "контек", "недост"}
+_CHOICE_WORDS = ("перв", "втор", "трет", "оба", "обе", "все ", "всё ", "любой", "любые", "first", "second", "both", "all ")
 
 
-def _users_words(discussion: str) -> str:
-    return _OWN_QUESTION.sub("", discussion)
+def _discussion(payload: dict[str, Any]) -> list[DiscussionTurn]:
+    return [DiscussionTurn.model_validate(turn) for turn in payload.get("discussion") or [] if isinstance(turn, dict)]
+
+
+def _picked_option(discussion: list[DiscussionTurn]) -> list[str]:
+    """The user's last answer when it picks one of the options the question before it offered.
+
+    A clarifying question offers choices ("движения средств ... или все операции ..."); an answer
+    that names one of them, or picks by place, is specific even with none of the SPECIFICS words.
+    """
+    if len(discussion) < 2 or discussion[-1].role != "user" or discussion[-2].role != "assistant":
+        return []
+    answer, question = _normalise(discussion[-1].text), _normalise(discussion[-2].text)
+    choices = " ".join(sentence for sentence in re.split(r"[.?!]", question) if " или " in sentence)
+    offered = {word[:6] for word in re.findall(r"\w{5,}", choices)} - _FRAMING
+    named = [word for word in re.findall(r"\w{5,}", answer) if word[:6] in offered]
+    return named or _found(answer, _CHOICE_WORDS)
 
 
 def _normalise(text: str) -> str:

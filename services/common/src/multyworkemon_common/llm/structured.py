@@ -6,14 +6,16 @@ import functools
 import json
 import re
 import time
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from ..logging import get_logger
-from ..metrics import ServiceMetrics
 from .base import ChatModel, ChatResult, LLMBadOutput, LLMError, LLMRateLimited, LLMSettings, LLMTimeout, LLMUnavailable
+
+if TYPE_CHECKING:
+    from ..metrics import ServiceMetrics
 
 Output = TypeVar("Output", bound=BaseModel)
 log = get_logger("multyworkemon.llm")
@@ -53,37 +55,35 @@ def read_payload(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return json.loads(document or content)
 
 
+# A longer answer than any of our schemas needs is not read at all: parsing cost stays bounded.
+MAX_ANSWER_CHARS = 64_000
+# Where a JSON object may start in prose around it: a few tries, each one linear in the text.
+MAX_OBJECT_STARTS = 16
+_decoder = json.JSONDecoder()
+
+
 def extract_json(text: str) -> Any:
-    """The first JSON object in a model's answer: bare, in a code fence, or with prose around it."""
-    candidates = [text.strip()]
-    candidates += [match.strip() for match in _FENCE.findall(text)]
-    for candidate in candidates:
-        try:
-            return json.loads(candidate)
-        except ValueError:
-            pass
-    start = text.find("{")
-    while start != -1:
-        depth, in_string, escaped = 0, False, False
-        for index in range(start, len(text)):
-            char = text[index]
-            if in_string:
-                escaped = char == "\\" and not escaped
-                if char == '"' and not escaped:
-                    in_string = False
+    """The first JSON object in a model's answer: bare, in a code fence, or with prose around it.
+
+    Bounded on hostile output: at most MAX_ANSWER_CHARS are read, `raw_decode` is tried from at
+    most MAX_OBJECT_STARTS opening braces, and nesting too deep for the decoder is a bad answer.
+    """
+    if len(text) > MAX_ANSWER_CHARS:
+        raise ValueError(f"the answer is longer than {MAX_ANSWER_CHARS} characters")
+    fenced = _FENCE.search(text)
+    for candidate in ([fenced.group(1)] if fenced else []) + [text]:
+        start = candidate.find("{")
+        for _ in range(MAX_OBJECT_STARTS):
+            if start == -1:
+                break
+            try:
+                value, _end = _decoder.raw_decode(candidate, start)
+            except (ValueError, RecursionError):
+                start = candidate.find("{", start + 1)
                 continue
-            if char == '"':
-                in_string = True
-            elif char == "{":
-                depth += 1
-            elif char == "}":
-                depth -= 1
-                if depth == 0:
-                    try:
-                        return json.loads(text[start : index + 1])
-                    except ValueError:
-                        break
-        start = text.find("{", start + 1)
+            if isinstance(value, dict):
+                return value
+            start = candidate.find("{", start + 1)
     raise ValueError("no JSON object in the answer")
 
 
