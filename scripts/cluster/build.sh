@@ -86,6 +86,7 @@ binary_image() { # name binary entrypoint user
 }
 
 base_image() {
+  # Keyed by its tag: change the tag in env.sh when this recipe changes.
   image_exists "$BASE_IMAGE" && return
   log "base image $BASE_IMAGE from Debian packages"
   local work; work=$(mktemp -d "$CACHE/.base.XXXXXX")
@@ -113,9 +114,9 @@ base_image() {
 # Stands in for postgres:17.5-alpine: Debian's postgresql-15 with the official image's interface
 # (POSTGRES_USER/PASSWORD/DB, PGDATA, pg_isready on PATH) and its uid 70, which the chart runs as.
 postgres_image() {
-  image_exists "$POSTGRES_IMAGE" && return
+  # Built every time: --layers makes an unchanged Containerfile a cache hit, a changed one rebuilds.
   log "PostgreSQL image $POSTGRES_IMAGE"
-  buildah bud --quiet --network host --pull-never --build-arg "BASE=$BASE_IMAGE" -t "$POSTGRES_IMAGE" \
+  buildah bud --quiet --layers --network host --pull-never --build-arg "BASE=$BASE_IMAGE" -t "$POSTGRES_IMAGE" \
     -f "$REPO/scripts/cluster/postgres/Containerfile" "$REPO/scripts/cluster/postgres" >/dev/null
 }
 

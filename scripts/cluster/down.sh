@@ -19,8 +19,14 @@ stop() { # name: SIGTERM, up to 10 s, then SIGKILL
 
 # 1. While the node still runs, let the kubelet remove the pods itself: it unmounts their
 #    volumes and the CNI plugin deletes their network namespaces and veths.
-#    No grace: this is the end, and graceful stops are what the tests before checked.
+#    No grace: this is the end, and graceful stops are what the tests before checked. Their logs
+#    go to logs/pods first, for a failed run's post-mortem.
 if alive kube-apiserver && alive kubelet; then
+  rm -rf logs/pods && mkdir -p logs/pods
+  "$B/kubectl" get pods -A --no-headers -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name 2>/dev/null |
+    while read -r ns pod; do
+      "$B/kubectl" -n "$ns" logs "$pod" --all-containers --timestamps > "logs/pods/$ns-$pod.log" 2>&1
+    done
   "$B/kubectl" delete deployments,replicasets,statefulsets,daemonsets,jobs --all -A --wait=false >/dev/null 2>&1
   "$B/kubectl" delete pods --all -A --grace-period=1 --wait=false >/dev/null 2>&1
   for _ in $(seq 60); do [ -z "$("$B/kubectl" get pods -A -o name 2>/dev/null)" ] && break; sleep 1; done
