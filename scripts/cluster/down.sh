@@ -9,12 +9,13 @@ cd "$STATE"
 B=$KUBE_BIN
 CTR="ctr --address $STATE/containerd/containerd.sock --namespace k8s.io"
 alive() { [ -f "pids/$1" ] && kill -0 "$(cat "pids/$1")" 2>/dev/null; }
-stop() { # name: SIGTERM, up to 10 s, then SIGKILL
-  alive "$1" || return 0
-  local pid; pid=$(cat "pids/$1")
-  kill "$pid" 2>/dev/null
-  for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
-  kill -9 "$pid" 2>/dev/null
+stop() { # name...: SIGTERM to all at once, up to 10 s, then SIGKILL
+  local name pids=()
+  for name in "$@"; do alive "$name" && pids+=("$(cat "pids/$name")"); done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill "${pids[@]}" 2>/dev/null
+  for _ in $(seq 40); do kill -0 "${pids[@]}" 2>/dev/null || return 0; sleep 0.25; done
+  kill -9 "${pids[@]}" 2>/dev/null
 }
 
 # 1. While the node still runs, let the kubelet remove the pods itself: it unmounts their
@@ -33,7 +34,7 @@ if alive kube-apiserver && alive kubelet; then
 fi
 
 # 2. Kubernetes processes, then kube-proxy's own cleanup of its iptables chains.
-for p in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver; do stop $p; done
+stop kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver
 [ -x "$B/kube-proxy" ] && "$B/kube-proxy" --cleanup >/dev/null 2>&1
 
 # 3. Containers the kubelet did not get to: kill their tasks, stop the sandboxes' network
@@ -59,8 +60,9 @@ ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
 [ -f node-ip.added ] && ip addr del "$NODE_IP/32" dev lo 2>/dev/null; rm -f node-ip.added
 drop_chains KUBE-
 
-# 5. Mounts under $STATE (volumes, overlay root filesystems, shm), deepest first.
-findmnt -rn -o TARGET | grep "^$STATE/" | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+# 5. Mounts under $STATE and containerd's root (volumes, overlay root filesystems, shm), deepest first.
+findmnt -rn -o TARGET | grep -e "^$STATE/" -e "^$CONTAINERD_ROOT/" | sort -r |
+  while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
 
 # 6. The kubelet's cgroups (cgroupfs driver) and the host settings up.sh recorded.
 drop_cgroups kubepods

@@ -14,6 +14,7 @@ DEBIAN_SUITE=bookworm      # the base image: python3 of this suite (3.11, as pyt
 CACHE=${MW_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/multyworkemon-cluster}
 KUBE_BIN=$CACHE/kubernetes-v$KUBE_VERSION
 COREDNS_BIN=$CACHE/coredns-v$COREDNS_VERSION
+CONTAINERD_ROOT=$CACHE/containerd-root   # containerd's images; the running state is under STATE
 # Everything a running cluster holds (etcd, containerd, kubelet, logs, PKI) lives in the clone
 # and is removed by down.sh; STATE is short because unix socket paths are limited to 107 bytes.
 STATE=${MW_CLUSTER_STATE:-$REPO/.cluster}

@@ -74,12 +74,12 @@ start etcd etcd --name local --data-dir "$STATE/etcd" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
   --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT"
 
-# ---- containerd (Debian's 1.6) with everything under $STATE ----
+# ---- containerd (Debian's 1.6): its image store in the cache, everything else under $STATE ----
 # restrict_oom_score_adj: containerd 1.6 otherwise fails to lower a pod's OOM score without
 # CAP_SYS_RESOURCE. The opt plugin would create /opt/containerd, runc's state /run/containerd/runc.
 # CNI plugins from Debian.
 containerd config default | sed \
-  -e "s#^root = .*#root = \"$STATE/containerd/root\"#" \
+  -e "s#^root = .*#root = \"$CONTAINERD_ROOT\"#" \
   -e "s#^state = .*#state = \"$STATE/containerd/state\"#" \
   -e "s#address = \"/run/containerd/containerd.sock\"#address = \"$STATE/containerd/containerd.sock\"#" \
   -e "s#path = \"/opt/containerd\"#path = \"$STATE/containerd/opt\"#" \
@@ -102,12 +102,24 @@ wait_for containerd 30 $CTR version
 wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
 # ---- images: podman's store -> containerd's k8s.io namespace ----
+# containerd's image store is kept in the cache between runs; only images whose podman id
+# changed since they were imported are saved and imported again (all seven take about a minute).
 images="$PAUSE_IMAGE $COREDNS_IMAGE $POSTGRES_IMAGE"
 for s in $SERVICES; do images="$images localhost/multyworkemon/${s%:*}:$IMAGE_TAG"; done
-log "importing images into containerd"
-podman save -q --multi-image-archive -o images.tar $images
-$CTR images import images.tar >/dev/null
-rm -f images.tar
+mkdir -p "$CONTAINERD_ROOT" && imported=$CONTAINERD_ROOT/imported
+touch "$imported"
+changed=""
+for image in $images; do
+  id=$(podman image inspect --format '{{.Id}}' "$image")
+  grep -qx "$image $id" "$imported" || changed="$changed $image"
+done
+if [ -n "$changed" ]; then
+  log "importing into containerd:$changed"
+  podman save -q --multi-image-archive -o images.tar $changed
+  $CTR images import images.tar >/dev/null
+  rm -f images.tar
+  for image in $images; do echo "$image $(podman image inspect --format '{{.Id}}' "$image")"; done > "$imported"
+fi
 
 # ---- control plane ----
 log "control plane"
