@@ -1,6 +1,7 @@
 -- wrk script: POST /analyze-request as many different users, then print the figures as one JSON line.
 -- USERS (environment) is how many people the load stands for; each request comes from one of them.
 local users = tonumber(os.getenv("USERS") or "50")
+local token = os.getenv("SERVICE_TOKEN") or ""
 local counter = 0
 
 function init(args)
@@ -12,7 +13,7 @@ function request()
   counter = counter % users + 1
   local body = '{"channel":"direct","username":"bench-' .. counter ..
     '","request":"Нужен срез авторизаций кошельков за март по дням в разрезе эквайеров"}'
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["X-Service-Token"] = token}, body)
 end
 
 function done(summary, latency, requests)

@@ -302,11 +302,10 @@ def document_count(analyst: Service | None, token: str) -> str:
 
 
 def identity_mode() -> str:
-    proxies = os.environ.get("WEB_TRUSTED_PROXIES", "").strip()
-    if not proxies:
-        return "anonymous: answers and links only, no side actions (WEB_TRUSTED_PROXIES names a signing-in proxy)"
-    header = os.environ.get("WEB_IDENTITY_HEADER", "").strip() or "X-Auth-Request-Email"
-    return f"from header {header} set by {proxies}"
+    # The communicator's own reading of its settings, so the summary says what it will do.
+    from ai_communicator.settings import CommunicatorSettings
+
+    return CommunicatorSettings().web_identity_mode
 
 
 def summary(services: list[Service], model: str, token: Token, documents: str, embedded_database: bool) -> tuple[str, dict[str, str]]:

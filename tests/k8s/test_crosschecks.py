@@ -55,6 +55,7 @@ def test_probe_paths_and_port_exist_in_the_service(render, chart, monkeypatch):
     for name in ("DATABASE_URL", "PORT", "SERVICE_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SECRETS_DIR", str(HERE / "no-secrets-here"))
+    monkeypatch.setenv("ALLOW_INSECURE", "1")  # the defaults as they are, no token: only the routes are read
     module, port = SERVICES[chart]
     routes, default_port, source = service_routes(module)
     deployment = by_kind(render.objects(f"charts/{chart}", values=STANDALONE_VALUES), "Deployment")[0]

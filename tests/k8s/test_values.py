@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 import re
 import subprocess
 from pathlib import Path
@@ -98,6 +99,7 @@ def test_connection_figures_in_the_values_are_current(render):
 def run_local_env() -> dict[str, str]:
     spec = importlib.util.spec_from_file_location("run_local", ROOT / "scripts/run_local.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.system_env("postgresql://unused")
 

@@ -119,7 +119,7 @@ def _command(*args: str, database_url: str) -> subprocess.CompletedProcess:
 
 async def test_the_commands_migrate_and_load_knowledge(database_url, folder):
     done = _command("migrate", database_url=database_url)
-    assert done.returncode == 0 and "applied 2 migration(s): 001_knowledge_base, 002_inline_similarity" in done.stdout, done.stderr
+    assert done.returncode == 0 and "applied 3 migration(s): 001_knowledge_base, 002_inline_similarity, 003_scalable_search" in done.stdout, done.stderr
     done = _command("load-knowledge", str(folder), database_url=database_url)
     assert done.returncode == 0 and "knowledge base: 3 added, 0 updated, 0 removed, 0 unchanged" in done.stdout, done.stderr
     (folder / "loyalty.md").unlink()

@@ -1,14 +1,18 @@
 """Search quality on the sample set: the document each request must find first.
 
 Requests are Russian and English, with typos, other word forms and other ways of saying it;
-the figure (share of requests answered right) is printed and must stay above the threshold.
+the figure (share of requests answered right) is printed and must stay above the threshold, on the
+sample set alone and among 1,000 noise pages (tests/support/knowledge_noise.py: pages on other
+subjects that use the samples' words in passing, as a large wiki does).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from ai_systemanalitic.app import load_knowledge
 from ai_systemanalitic.documents import read_folder
+from support.knowledge_noise import NOISE_URL, write_pages
 
 from .conftest import SAMPLES
 
@@ -95,6 +99,11 @@ TABLE = [
     ("закажите пиццу в офис", None),  # misses: "офис" is in "бэк-офис" of the payment gateway's page
 ]
 THRESHOLD = 0.9
+# Among 1,000 noise pages the figure is 50/56 = 89 % (bench-kb: 91 % among 100,000, where the noise
+# pages' words are too common to make them candidates). The three rows noise costs: "Хочу данные"
+# (noise makes "данные" rarer than half the base, so it counts), "anti-fraud rule change" (noise pages
+# mention fraud rules; the antifraud page has no "rule") and "ошибка в данных витрины платежей".
+NOISE_THRESHOLD = 0.85
 
 
 def test_the_table_is_big_enough_and_names_real_documents():
@@ -106,19 +115,31 @@ def test_the_table_is_big_enough_and_names_real_documents():
 
 
 async def test_search_quality_on_the_sample_set(samples, capsys):
+    assert await quality(samples, "on the sample set", capsys) >= THRESHOLD
+
+
+async def test_search_quality_among_noise_pages(knowledge, tmp_path, capsys):
+    write_pages(SAMPLES, tmp_path, 1_000)
+    await load_knowledge(knowledge, tmp_path)
+    assert await quality(knowledge, "among 1,000 noise pages", capsys) >= NOISE_THRESHOLD
+    found = await knowledge.search("куб авторизаций кошельков по кодам ответа", 10)
+    assert not any(f.url.startswith(NOISE_URL) for f in found[:2]), "a page on the subject, not one that mentions its words"
+
+
+async def quality(knowledge, where: str, capsys) -> float:
     rows = []
     for request, expected in TABLE:
-        found = await samples.search(request)
+        found = await knowledge.search(request)
         first = found[0].url if found else None
         rows.append((first == expected, request, expected, first, found[0].score if found else 0.0))
     hits = sum(ok for ok, *_ in rows)
     figure = hits / len(rows)
     with capsys.disabled():
-        print(f"\nknowledge-base search quality: {hits}/{len(rows)} = {figure:.0%} first-hit accuracy (threshold {THRESHOLD:.0%})")
+        print(f"\nknowledge-base search quality {where}: {hits}/{len(rows)} = {figure:.0%} first-hit accuracy")
         for ok, request, expected, first, score in rows:
             if not ok:
                 print(f"  MISS {request!r}: expected {expected}, got {first} ({score})")
-    assert figure >= THRESHOLD
+    return figure
 
 
 @pytest.mark.parametrize("request_text", ["погода в Москве завтра", "Хочу данные", "!!!", "12", ""])

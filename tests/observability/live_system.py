@@ -113,7 +113,7 @@ def start_the_four_services(folder: Path, database_url: str, *, log_level: str =
                             analyst: dict[str, str] | None = None, communicator: dict[str, str] | None = None) -> dict[str, ServiceProcess]:
     """The four services wired to each other as `make run` wires them, on the offline model unless
     `analyst` says otherwise; `communicator` adds its channels' settings. Started, not yet ready."""
-    common = {"LOG_LEVEL": log_level, "SECRETS_DIR": str(folder / "no-secrets"), "DATABASE_URL": database_url, "SERVICE_TOKEN": ""}
+    common = {"LOG_LEVEL": log_level, "SECRETS_DIR": str(folder / "no-secrets"), "DATABASE_URL": database_url}
     guesser = ServiceProcess("ai-guesser", "ai_guesser", {**common, "LLM_PROVIDER": "offline"}, folder)
     analyst_process = ServiceProcess("ai-systemanalitic", "ai_systemanalitic", {**common, "LLM_PROVIDER": "offline", **(analyst or {})}, folder)
     secretary = ServiceProcess("ai-secretary", "ai_secretary", {

@@ -35,6 +35,7 @@ from observability_files import (
     stat_display,
     substitute,
 )
+from support.client import AS_A_SERVICE
 from support.communicator import metric
 from support.mail import MailPeers
 from support.openai_wire import OpenAIWireServer, Reply
@@ -84,6 +85,8 @@ def _start_services(folder: Path, database_url: str, llm_url: str, mail: MailPee
 
 
 async def _call(run: LiveRun, session: aiohttp.ClientSession, method: str, service: str, path: str, **kwargs) -> dict:
+    # As the communicator would: with the service token the suite's services share.
+    kwargs["headers"] = {**AS_A_SERVICE, **kwargs.get("headers", {})}
     async with session.request(method, run.services[service].url + path, **kwargs) as response:
         body = await response.json(content_type=None)
         run.statuses.append((f"{service} {method} {path}", response.status))

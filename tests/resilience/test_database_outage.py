@@ -9,7 +9,7 @@ import time
 import aiohttp
 import asyncpg
 
-from support.client import is_error_response
+from support.client import AS_A_SERVICE, is_error_response
 from support.stack import start_stack
 
 REQUEST = "Нужен срез авторизаций кошельков за март по дням"
@@ -40,7 +40,7 @@ async def test_postgres_outage_under_load(stoppable_postgres):
             await asyncio.sleep(0.1)
 
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AS_A_SERVICE) as session:
             workers = [asyncio.create_task(user(n, session)) for n in range(10)] + [asyncio.create_task(probe(session))]
             await asyncio.sleep(1.5)
             await stoppable_postgres.stop()

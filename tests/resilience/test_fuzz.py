@@ -10,6 +10,7 @@ import pytest
 
 from ai_communicator.app import create_app as create_communicator
 from ai_communicator.settings import CommunicatorSettings
+from support.client import SUITE_TOKEN
 from support.stack import Service, free_port
 
 # "As documented": the status is declared for the operation and the body is JSON of the declared schema.
@@ -20,6 +21,7 @@ MAX_EXAMPLES = 40  # per operation and phase: the whole module stays around a mi
 async def schemathesis(base_url: str, report_dir: Path) -> tuple[int, str]:
     command = [
         str(Path(sys.executable).with_name("schemathesis")), "run", f"{base_url}/oas/spec", "--url", base_url,
+        "--header", f"X-Service-Token: {SUITE_TOKEN}",
         "--checks", CHECKS, "--phases", "examples,coverage,fuzzing", "--max-examples", str(MAX_EXAMPLES),
         # One worker: hypothesis's lambda reflection is not thread-safe on Python 3.11.
         "--seed", "6", "--workers", "1", "--request-timeout", "20", "--generation-database", "none",

@@ -11,7 +11,7 @@ import asyncpg
 import psutil
 import pytest
 
-from support.client import get, is_error_response
+from support.client import AS_A_SERVICE, get, is_error_response
 from support.openai_wire import Reply
 from support.stack import start_stack
 
@@ -39,7 +39,7 @@ async def test_llm_faults_under_load(database_url, openai_server, fault):
     try:
         openai_server.push(*[reply] * (USERS * 4))  # every attempt and repair of every request fails
         started = time.monotonic()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AS_A_SERVICE) as session:
             async def user(number: int) -> tuple[int, dict]:
                 fields = {"channel": "tg", "username": f"user{number}", "request": "Срез авторизаций кошельков за март", "message_id": f"m{number}"}
                 async with session.post(f"{stack.secretary}/analyze-request", json=fields) as response:

@@ -103,24 +103,25 @@ async def test_logs_of_a_real_run_hold_no_secret_and_no_user_text(postgres, open
     analyst = await start_service("ai_systemanalitic", {**common, **llm}, tmp_path)
     secretary = await start_service("ai_secretary", {**common, "GUESSER_URL": guesser.url, "ANALYST_URL": analyst.url}, tmp_path)
     services = [secretary, analyst, guesser]
+    as_this_run = {"X-Service-Token": secrets["service token"]}
     try:
         url = f"{secretary.url}/analyze-request"
         fields = {"channel": "email", "username": f"user-{marker}", **user_text}
-        status, _, _ = await post(url, json={**fields, "message_id": f"m-{marker}"})
+        status, _, _ = await post(url, json={**fields, "message_id": f"m-{marker}"}, headers=as_this_run)
         assert status == 200
-        status, _, _ = await get(url, {**fields, "message_id": f"m-{marker}"})  # the stored answer, by GET
+        status, _, _ = await get(url, {**fields, "message_id": f"m-{marker}"}, headers=as_this_run)  # the stored answer, by GET
         assert status == 200
         openai_server.push(Reply(text=f"не JSON: 4111-{marker}"), Reply(text=f"опять не JSON: 4111-{marker}"))
-        status, _, _ = await post(url, json={**fields, "message_id": f"m2-{marker}"})
+        status, _, _ = await post(url, json={**fields, "message_id": f"m2-{marker}"}, headers=as_this_run)
         assert status == 502  # the failure paths log warnings: they must not carry the text either
         openai_server.push(Reply(status=500))
-        status, _, _ = await post(url, json={**fields, "message_id": f"m3-{marker}"})
+        status, _, _ = await post(url, json={**fields, "message_id": f"m3-{marker}"}, headers=as_this_run)
         assert status == 503
-        status, _, _ = await post(url, json={**fields, "channel": f"chan-{marker}"})
+        status, _, _ = await post(url, json={**fields, "channel": f"chan-{marker}"}, headers=as_this_run)
         assert status == 400
         status, _, _ = await get(f"{guesser.url}/get-context", {"username": "u", "department": "d", "position": "p", "request": "r"})
         assert status == 401, "the guesser is not public: it wants the service token"
-        async with aiohttp.ClientSession() as session:  # too long for the HTTP parser: logged without the bytes
+        async with aiohttp.ClientSession(headers=as_this_run) as session:  # too long for the HTTP parser: logged without the bytes
             async with session.get(f"{url}?request={marker * 7000}") as response:
                 assert response.status == 400
     finally:

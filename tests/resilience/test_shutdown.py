@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import aiohttp
+from support.client import AS_A_SERVICE
 import pytest
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.metrics import ServiceMetrics
@@ -23,7 +24,7 @@ async def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(openai_ser
     openai_server.delay = 1.5  # every request is still waiting for the LLM when the signal comes
     service = await start_service("ai_guesser", llm_env(openai_server, SHUTDOWN_TIMEOUT="10"), tmp_path)
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AS_A_SERVICE) as session:
             async def ask() -> int:
                 async with session.post(f"{service.url}/get-context", json=FIELDS) as response:
                     await response.read()
@@ -37,7 +38,7 @@ async def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(openai_ser
             await asyncio.sleep(0.3)
 
             # Nothing new is accepted: the listener is closed, so a probe or a new caller is refused.
-            async with aiohttp.ClientSession() as fresh:
+            async with aiohttp.ClientSession(headers=AS_A_SERVICE) as fresh:
                 with pytest.raises(aiohttp.ClientConnectorError):
                     async with fresh.get(f"{service.url}/health/ready"):
                         pass
@@ -61,7 +62,7 @@ async def test_a_request_longer_than_the_grace_period_does_not_hold_the_exit(ope
     openai_server.delay = 30  # a hung LLM
     service = await start_service("ai_guesser", llm_env(openai_server, SHUTDOWN_TIMEOUT="1", LLM_TIMEOUT="60"), tmp_path)
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AS_A_SERVICE) as session:
             stuck = asyncio.create_task(session.post(f"{service.url}/get-context", json=FIELDS))
             while not openai_server.requests:
                 await asyncio.sleep(0.02)

@@ -133,7 +133,7 @@ async def test_without_a_terminal_every_line_is_ecs_json_and_the_block_goes_to_s
     await asyncio.to_thread(check_urls, block, launcher, env["SERVICE_TOKEN"])
     host = openai_server.base_url.split("/")[2]
     assert row(block, "LLM") == f"stub-model at {host} (OpenAI-compatible)"
-    assert row(block, "identity") == "from header X-Forwarded-Email set by 127.0.0.1"
+    assert row(block, "identity") == "signed in: the user is X-Forwarded-Email as set by 127.0.0.1"
 
     launcher.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(launcher.wait) == 0

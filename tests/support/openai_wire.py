@@ -1,13 +1,19 @@
-"""A local HTTP server that speaks the OpenAI chat-completions wire format, for the real `openai` client.
+"""A local HTTP server that speaks the OpenAI wire format (chat completions, embeddings), for the real `openai` client.
 
-Each request takes the next scripted behaviour from the queue (an answer text, an HTTP error, a
-delay); with the queue empty it answers with `default(request_body) -> text`.
+Each chat request takes the next scripted behaviour from the queue (an answer text, an HTTP error,
+a delay); with the queue empty it answers with `default(request_body) -> text`. Embeddings are
+deterministic vectors of the words of each text (`word_vector`), or the next scripted error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import math
+import re
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,12 +31,36 @@ class Reply:
     raw: str | None = None  # a body that is not even JSON
 
 
+EMBEDDING_DIMENSIONS = 256
+# Words the test embeddings model holds for the same meaning, the way a real one would.
+SYNONYMS = {"top": "попол", "topup": "попол", "depos": "попол", "зачис": "попол"}
+_WORDS = re.compile(r"[a-zа-яё0-9]+")
+
+
+def word_vector(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A unit vector of the text's words (their first five letters, synonyms joined), hashed into the dimensions.
+
+    Texts sharing words point the same way, the first words (a page's title and tags) most: a real
+    model's vectors say what a text is about, which is all the tests need of them.
+    """
+    vector = [0.0] * dimensions
+    words = [word for word in _WORDS.findall(text.lower().replace("ё", "е")) if len(word) >= 3]
+    for position, word in enumerate(words):
+        key = SYNONYMS.get(word[:5], word[:5])
+        vector[int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % dimensions] += 1 / (1 + position / 10)
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
 @dataclass
 class OpenAIWireServer:
     default: Callable[[dict[str, Any]], str] = lambda body: json.dumps({"is_enough": True, "response": "ok", "action": "ответить сообщением"})
     script: deque = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
     delay: float = 0.0  # applied to every default answer (the benchmark's slow LLM)
+    embed: Callable[[str, int], list[float]] = word_vector
+    embedding_script: deque = field(default_factory=deque)  # Reply(status=...) for the next embeddings calls
+    embedding_requests: list[dict[str, Any]] = field(default_factory=list)
     _server: TestServer | None = None
 
     @property
@@ -43,6 +73,7 @@ class OpenAIWireServer:
     async def start(self) -> "OpenAIWireServer":
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         self._server = TestServer(app, host="127.0.0.1")
         await self._server.start_server()
         return self
@@ -69,4 +100,24 @@ class OpenAIWireServer:
             "model": body.get("model", "test-model"),
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply.text}}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        })
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.embedding_requests.append({"body": body, "headers": dict(request.headers)})
+        reply = self.embedding_script.popleft() if self.embedding_script else Reply()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.status != 200:
+            error = {"error": {"message": f"scripted error {reply.status}", "type": "server_error", "code": None}}
+            return web.json_response(error, status=reply.status)
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        vectors = [self.embed(text, body.get("dimensions") or EMBEDDING_DIMENSIONS) for text in texts]
+        if body.get("encoding_format") == "base64":  # the client's default when it is not told
+            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+        return web.json_response({
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "model": body.get("model", "test-embeddings"),
+            "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": sum(len(t.split()) for t in texts)},
         })

@@ -57,8 +57,10 @@ class PipelineSettings:
     stale_processing_seconds: int
 
 
-def reply_action(channel: str) -> str:
-    """The reply on a message's own channel; the one place that decides it."""
+def reply_action(channel: str, action: str | None = None) -> str:
+    """The reply on a message's own channel (a clarifying question is one too); the one place that decides it."""
+    if action == ACTION_CLARIFY:
+        return ACTION_CLARIFY
     return ACTION_REPLY_EMAIL if channel == "email" else ACTION_REPLY_MESSAGE
 
 
@@ -129,15 +131,17 @@ class Pipeline:
         self._outcomes.inc({"channel": fields.channel, "action": answer.action})
         return answer.model_copy(update={
             "conversation_id": conversation["id"], "turn_id": turn["id"], "request": discussion[0].text,
-            "reply_action": reply_action(fields.channel), "person": person,
+            "reply_action": reply_action(fields.channel, answer.action), "person": person,
             "discussion": [*discussion, DiscussionTurn(role="assistant", text=answer.response)],
         })
 
     async def _decide(
         self, fields: AnalyzeRequest, person: PersonInfo, conversation, discussion: list[DiscussionTurn], timings: dict[str, float]
     ) -> tuple[AnalysisResponse, dict, str, bool]:
-        # `request` carries the discussion as text for peers that implement only the seed.
+        # A first message is just the request; a longer discussion travels as turns, and `request`
+        # carries it as text for peers that implement only the seed.
         request_text = discussion_text(discussion) if len(discussion) > 1 else fields.request
+        discussion = discussion if len(discussion) > 1 else []
         step = time.perf_counter()
         guess = await self.guesser.call("/get-context", ContextRequest(
             username=person.username, department=person.department, position=person.position,
@@ -188,7 +192,7 @@ class Pipeline:
             is_enough=turn["is_enough"], request=discussion[0].text, action=turn["action"], question=turn["question"] or "",
             response=turn["response"], context_response=turn["response"], conversation_id=turn["conversation_id"],
             turn_id=turn["id"], sources=[Source.model_validate(s) for s in _json_list(turn["sources"])],
-            reply_action=reply_action(fields.channel), person=person, discussion=discussion,
+            reply_action=reply_action(fields.channel, turn["action"]), person=person, discussion=discussion,
             done_actions=await self.store.done_actions(turn["id"]), repeated=True,
         )
 

@@ -18,10 +18,17 @@ from .documents import KnowledgeFolderError
 async def _load(settings: AnalystSettings, folder: Path) -> str:
     await migrate(settings)
     database = Database(settings)
+    knowledge = knowledge_base(settings, database)
     try:
-        return str(await load_knowledge(knowledge_base(settings, database), folder))
+        await knowledge.setup()
+        return str(await load_knowledge(knowledge, folder, _show_progress))
     finally:
+        await knowledge.close()
         await database.close()
+
+
+def _show_progress(stage: str, done: int, total: int) -> None:
+    print(f"{stage}: {done}/{total}", file=sys.stderr, flush=True)
 
 
 command = sys.argv[1] if len(sys.argv) > 1 else "serve"

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from importlib.resources import files
 from pathlib import Path
+from typing import Annotated
 
 from aiohttp import web
 from aiohttp_pydantic.oas.typing import r200, r201, r204, r400, r404, r502, r503, r504
 from pydantic import BaseModel, Field
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, attach_llm, create_service_app, finish_app
-from multyworkemon_common.contract import AnalyticsPlan, AnalyticsRequest, Channel, ErrorResponse, PreparedAnalytics, Source, users_words
+from multyworkemon_common.contract import AnalyticsPlan, AnalyticsRequest, Channel, DatabaseId, ErrorResponse, PreparedAnalytics, Source, users_words
 from multyworkemon_common.database import Database, apply_migrations, attach_schema
 from multyworkemon_common.errors import ApiError
+from multyworkemon_common.llm import EmbeddingsSettings, StructuredAsker, build_embeddings
 from multyworkemon_common.responses import json_response
-from multyworkemon_common.llm import LLMSettings, StructuredAsker
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.prompts import saved_prompt
 from multyworkemon_common.settings import DatabaseSettings
 from multyworkemon_common.views import ContractView
 
-from .documents import Document, KnowledgeFolderError, read_folder
+from .documents import Document, FolderScan, KnowledgeFolderError, Progress
 from .grounding import Grounding
-from .knowledge import KnowledgeBase, SyncReport
+from .knowledge import BATCH, KnowledgeBase, SyncReport
 from .prompt import DEFAULT_PROMPT
+from .semantic import Semantic
 
 SERVICE = "ai-systemanalitic"
 MIGRATIONS = Path(str(files("ai_systemanalitic") / "migrations"))
@@ -36,7 +40,7 @@ log = get_logger("ai_systemanalitic")
 Responses = r200[PreparedAnalytics] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse] | r504[ErrorResponse]
 
 
-class AnalystSettings(DatabaseSettings, LLMSettings):
+class AnalystSettings(DatabaseSettings, EmbeddingsSettings):
     port: int = 8002
     # A folder of Markdown documents with front matter, loaded into the knowledge base at start
     # (added, changed and removed files are applied); empty: the base keeps what it has.
@@ -46,6 +50,9 @@ class AnalystSettings(DatabaseSettings, LLMSettings):
     # min_score (off by default: scores grow with the base's size; GET /knowledge/search shows them).
     knowledge_relative_score: float = Field(0.3, ge=0, le=1)
     knowledge_min_score: float = Field(0.0, ge=0)
+    # With EMBEDDINGS_MODEL: a document found by its vector alone is a source when its cosine
+    # similarity to the request's is at least this (the scale is the model's: check with /knowledge/search).
+    knowledge_min_similarity: float = Field(0.3, ge=-1, le=1)
 
 
 class PrepareAnalyticsView(ContractView):
@@ -141,13 +148,13 @@ class SearchResult(BaseModel):
 
 
 class DocumentsView(ContractView):
-    async def get(self, limit: int = 50, offset: int = 0) -> r200[DocumentPage] | r400[ErrorResponse] | r503[ErrorResponse]:
+    async def get(
+        self, limit: Annotated[int, Field(ge=1, le=500)] = 50, offset: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    ) -> r200[DocumentPage] | r400[ErrorResponse] | r503[ErrorResponse]:
         """The knowledge base's documents, by title.
 
         Tags: knowledge base
         """
-        if not 1 <= limit <= 500 or offset < 0:
-            raise ApiError(400, "Parameter 'limit' must be between 1 and 500 and 'offset' not negative")
         total, items = await self.request.app[KNOWLEDGE].list(limit, offset)
         return json_response({"total": total, "limit": limit, "offset": offset, "items": items})
 
@@ -168,7 +175,7 @@ class DocumentsView(ContractView):
 
 
 class DocumentView(ContractView):
-    async def get(self, document_id: int, /) -> r200[DocumentFull] | r404[ErrorResponse] | r503[ErrorResponse]:
+    async def get(self, document_id: DatabaseId, /) -> r200[DocumentFull] | r404[ErrorResponse] | r503[ErrorResponse]:
         """One document with its text.
 
         Tags: knowledge base
@@ -178,7 +185,7 @@ class DocumentView(ContractView):
             raise ApiError(404, f"Document {document_id} does not exist")
         return json_response(document)
 
-    async def delete(self, document_id: int, /) -> r204 | r404[ErrorResponse] | r503[ErrorResponse]:
+    async def delete(self, document_id: DatabaseId, /) -> r204 | r404[ErrorResponse] | r503[ErrorResponse]:
         """Delete a document (one from the folder comes back at the next load if its file is still there).
 
         Tags: knowledge base
@@ -201,11 +208,13 @@ class SearchView(ContractView):
 
 
 def knowledge_base(settings: AnalystSettings, database: Database) -> KnowledgeBase:
+    embeddings = build_embeddings(settings)
     return KnowledgeBase(
         database,
         max_sources=settings.knowledge_max_sources,
         min_score=settings.knowledge_min_score,
         relative_score=settings.knowledge_relative_score,
+        semantic=Semantic(database, embeddings, min_similarity=settings.knowledge_min_similarity) if embeddings else None,
     )
 
 
@@ -213,10 +222,32 @@ async def migrate(settings: AnalystSettings) -> list[str]:
     return await apply_migrations(settings.database_url.get_secret_value(), SERVICE, MIGRATIONS)
 
 
-async def load_knowledge(knowledge: KnowledgeBase, folder: Path) -> SyncReport:
-    """Load a folder of Markdown documents; raises KnowledgeFolderError (nothing changed) on a bad file."""
-    report = await knowledge.sync_folder(read_folder(folder))
+def log_progress(stage: str, done: int, total: int) -> None:
+    log.info("knowledge base loading", labels={"stage": stage, "done": str(done), "total": str(total)})
+
+
+async def load_knowledge(knowledge: KnowledgeBase, folder: Path, progress: Progress = log_progress, embed: bool = True) -> SyncReport:
+    """Load a folder of Markdown documents; raises KnowledgeFolderError (nothing changed) on a bad file.
+
+    Files whose bytes are as when they were loaded are read but not parsed nor written again. With
+    embeddings on, the added and changed documents are embedded afterwards (unless `embed` is false).
+    """
+    # Files are read and parsed in a thread, a batch ahead of the one PostgreSQL is writing: the two
+    # overlap, and the service answers its probes meanwhile.
+    scan = await asyncio.to_thread(FolderScan, folder, await knowledge.folder_files())
+
+    async def batches() -> AsyncIterator[list[Document]]:
+        ahead = asyncio.ensure_future(asyncio.to_thread(scan.read, BATCH))
+        while batch := await ahead:
+            ahead = asyncio.ensure_future(asyncio.to_thread(scan.read, BATCH))
+            yield batch
+            progress("files read, changed ones stored", scan.done, len(scan.paths))
+        scan.check()
+
+    report = await knowledge.sync_folder(batches(), scan.kept)
     log.info("knowledge base loaded", labels={"folder": str(folder), "result": str(report)})
+    if embed:
+        await knowledge.embed_changes(progress)
     return report
 
 
@@ -230,25 +261,32 @@ def create_app(settings: AnalystSettings | None = None) -> web.Application:
     app[KNOWLEDGE] = knowledge
     app[GROUNDING] = Grounding(knowledge)
     # The folder given in KNOWLEDGE_DIR is loaded before the service calls itself ready.
-    loading = {"done": not settings.knowledge_dir, "detail": "no folder configured"}
+    loading = {"done": not settings.knowledge_dir, "detail": "no folder configured" if not settings.knowledge_dir else "starting"}
 
     async def knowledge_ready() -> tuple[bool, str]:
-        return loading["done"], loading["detail"] if loading["done"] else f"loading {settings.knowledge_dir}"
+        return loading["done"], loading["detail"] if loading["done"] else f"loading {settings.knowledge_dir}: {loading['detail']}"
+
+    def progress(stage: str, done: int, total: int) -> None:
+        log_progress(stage, done, total)
+        loading["detail"] = f"{stage} {done}/{total}"
 
     async def prepare() -> None:
         if settings.migrate_on_start:
             await migrate(settings)
+        await knowledge.setup()
         if settings.knowledge_dir:
             try:
-                report = await load_knowledge(knowledge, Path(settings.knowledge_dir))
+                report = await load_knowledge(knowledge, Path(settings.knowledge_dir), progress, embed=False)
+                loading.update(done=True, detail=f"{settings.knowledge_dir}: {report}")
             except KnowledgeFolderError as exc:
                 # Retrying cannot fix a file; the base keeps the documents it had and the service serves them.
                 log.error("knowledge folder not loaded; fix the files and restart or run load-knowledge", error=str(exc))
                 loading.update(done=True, detail=f"{settings.knowledge_dir} not loaded: {exc}")
-                return
-            loading.update(done=True, detail=f"{settings.knowledge_dir}: {report}")
+        # After the service is ready: until a document is embedded it is found by its words.
+        await knowledge.embed_changes(log_progress)
 
     app[READINESS_CHECKS]["database"] = attach_schema(app, database, SERVICE, MIGRATIONS, prepare)
+    app.on_cleanup.append(lambda _app: knowledge.close())
     app[READINESS_CHECKS]["knowledge"] = knowledge_ready
     app.router.add_view("/prepare-analititcs", PrepareAnalyticsView)
     # The contract's spelling stays; the correct spelling is an alias.

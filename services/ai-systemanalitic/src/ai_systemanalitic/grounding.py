@@ -19,7 +19,7 @@ from multyworkemon_common.links import find_links, link_key, strip_links
 
 log = get_logger("ai_systemanalitic.grounding")
 
-# The database is away, or not migrated yet (the migration Job has not run): not a bug.
+# The database is away, or not migrated yet (migrations still running): not a bug.
 NOT_AVAILABLE = (DatabaseUnavailable, asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError)
 
 

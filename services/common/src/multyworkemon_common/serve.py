@@ -4,7 +4,7 @@ service named by the environment variable SERVICE_PACKAGE (e.g. "ai-guesser" run
 It exists because the four services share one Dockerfile (services/Dockerfile): an exec-form
 ENTRYPOINT cannot expand the SERVICE build arg, so the image sets SERVICE_PACKAGE and starts this.
 The service runs in this same process (python stays PID 1 and gets SIGTERM itself) and sees the
-arguments unchanged, so the charts' migration Job (`args: ["migrate"]`) works as before.
+arguments unchanged, so `migrate` reaches the service as it would with `python -m`.
 """
 
 from __future__ import annotations

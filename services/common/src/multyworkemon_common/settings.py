@@ -74,5 +74,5 @@ class DatabaseSettings(ServiceSettings):
     database_url: SecretStr = SecretStr("postgresql://postgres@localhost:5432/multyworkemon")
     database_pool_max: int = 20
     database_timeout: float = 5.0
-    # The Kubernetes chart runs migrations in a Job and turns this off.
+    # Migrations run at start under an advisory lock (also in Kubernetes); off: `python -m <service> migrate` runs them.
     migrate_on_start: bool = True

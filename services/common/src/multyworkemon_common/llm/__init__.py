@@ -1,8 +1,17 @@
 """The LLM layer: one interface (ChatModel), two providers, structured answers on top."""
 
-from .base import ChatModel, ChatResult, LLMBadOutput, LLMError, LLMRateLimited, LLMSettings, LLMTimeout, LLMUnavailable
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import (
+    ChatModel, ChatResult, EmbeddingsSettings, LLMBadOutput, LLMError, LLMRateLimited, LLMSettings, LLMTimeout, LLMUnavailable,
+)
 from .offline import OfflineModel
 from .structured import StructuredAsker
+
+if TYPE_CHECKING:
+    from .openai_embeddings import Embeddings
 
 
 def build_model(settings: LLMSettings) -> ChatModel:
@@ -14,8 +23,17 @@ def build_model(settings: LLMSettings) -> ChatModel:
     return OpenAICompatibleModel(settings)
 
 
+def build_embeddings(settings: EmbeddingsSettings) -> Embeddings | None:
+    """The embeddings client, or None when EMBEDDINGS_MODEL is not set."""
+    if not settings.embeddings_model:
+        return None
+    from .openai_embeddings import Embeddings  # imported when used, as above
+
+    return Embeddings(settings)
+
+
 __all__ = [
-    "ChatModel", "ChatResult", "LLMBadOutput", "LLMError", "LLMRateLimited", "LLMSettings", "LLMTimeout",
-    "LLMUnavailable", "OfflineModel", "StructuredAsker", "build_model",
+    "ChatModel", "ChatResult", "EmbeddingsSettings", "LLMBadOutput", "LLMError", "LLMRateLimited", "LLMSettings", "LLMTimeout",
+    "LLMUnavailable", "OfflineModel", "StructuredAsker", "build_embeddings", "build_model",
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from ..errors import ServiceError
 from ..settings import ServiceSettings
@@ -27,6 +27,23 @@ class LLMSettings(ServiceSettings):
     llm_temperature: float = 0.2
     llm_max_tokens: int = 1024
     system_prompt: str = ""  # empty: the service's built-in prompt
+
+
+class EmbeddingsSettings(LLMSettings):
+    """Embeddings (text -> vector) from any OpenAI-compatible `/v1/embeddings` endpoint, off unless
+    `EMBEDDINGS_MODEL` is set; the endpoint and key default to the LLM's."""
+
+    embeddings_model: str = ""  # empty: no embeddings
+    # For the text searched with, where the provider has a model of its own for it (YandexGPT's
+    # text-search-query beside text-search-doc); empty: EMBEDDINGS_MODEL.
+    embeddings_query_model: str = ""
+    embeddings_base_url: str = ""  # empty: LLM_BASE_URL
+    embeddings_api_key: SecretStr = SecretStr("")  # empty: LLM_API_KEY
+    # Shorter vectors where the model can give them (OpenAI's text-embedding-3-*); pgvector's index takes at most 2000.
+    embeddings_dimensions: int | None = Field(None, ge=1, le=2000)
+    embeddings_batch_size: int = Field(64, ge=1, le=2048)  # texts per call while loading
+    embeddings_timeout: float = 30.0  # seconds per call
+    embeddings_max_retries: int = 4  # extra attempts of a call while loading, on timeouts, 429 and 5xx
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import openai
@@ -47,10 +49,10 @@ class OpenAICompatibleModel:
         }
         if (response_format := self._response_format(schema_name, schema)) is not None:
             body["response_format"] = response_format
-        try:
-            # The client's plain post (its README's "undocumented endpoints") keeps its transport, auth,
-            # timeouts and error classes but skips the typed-parameter walk and response models, which
-            # cost more CPU than the HTTP call itself (bench/, docs/performance.md).
+        # The client's plain post (its README's "undocumented endpoints") keeps its transport, auth,
+        # timeouts and error classes but skips the typed-parameter walk and response models, which
+        # cost more CPU than the HTTP call itself (bench/, docs/performance.md).
+        with provider_errors("LLM"):
             raw = await self._client.post(
                 "/chat/completions",
                 body=body,
@@ -58,22 +60,6 @@ class OpenAICompatibleModel:
                 # Lets an LLM gateway's logs be joined with ours.
                 options={"headers": {REQUEST_ID_HEADER: request_id_var.get() or ""}},
             )
-        except openai.APITimeoutError as exc:
-            cause = _root_cause(exc)
-            if not isinstance(cause, TimeoutError):
-                # The aiohttp transport reports a refused or dropped connection as a timeout.
-                raise LLMUnavailable(f"the LLM endpoint is unreachable: {type(cause).__name__}") from exc
-            raise LLMTimeout("the LLM did not answer in time") from exc
-        except openai.APIConnectionError as exc:
-            raise LLMUnavailable(f"the LLM endpoint is unreachable: {type(exc.__cause__ or exc).__name__}") from exc
-        except openai.RateLimitError as exc:
-            raise LLMRateLimited("the LLM provider is rate limiting us (429)") from exc
-        except openai.InternalServerError as exc:
-            raise LLMUnavailable(f"the LLM provider failed ({exc.status_code})") from exc
-        except openai.APIStatusError as exc:
-            raise LLMError(f"the LLM provider rejected the request ({exc.status_code})") from exc
-        except openai.OpenAIError as exc:
-            raise LLMError(f"the LLM call failed: {type(exc).__name__}") from exc
         try:
             completion = json.loads(raw)
             choices = completion.get("choices") or [{}]
@@ -87,6 +73,29 @@ class OpenAICompatibleModel:
         except (ValueError, TypeError, AttributeError) as exc:
             # A proxy in front of the provider answered 200 with something that is not a chat completion.
             raise LLMError("the LLM endpoint answered with a body that is not a chat completion") from exc
+
+
+@contextmanager
+def provider_errors(what: str) -> Iterator[None]:
+    """The openai client's errors as our LLMError classes (the statuses our API answers, and what a retry may fix)."""
+    try:
+        yield
+    except openai.APITimeoutError as exc:
+        cause = _root_cause(exc)
+        if not isinstance(cause, TimeoutError):
+            # The aiohttp transport reports a refused or dropped connection as a timeout.
+            raise LLMUnavailable(f"the {what} endpoint is unreachable: {type(cause).__name__}") from exc
+        raise LLMTimeout(f"the {what} did not answer in time") from exc
+    except openai.APIConnectionError as exc:
+        raise LLMUnavailable(f"the {what} endpoint is unreachable: {type(exc.__cause__ or exc).__name__}") from exc
+    except openai.RateLimitError as exc:
+        raise LLMRateLimited(f"the {what} provider is rate limiting us (429)") from exc
+    except openai.InternalServerError as exc:
+        raise LLMUnavailable(f"the {what} provider failed ({exc.status_code})") from exc
+    except openai.APIStatusError as exc:
+        raise LLMError(f"the {what} provider rejected the request ({exc.status_code})") from exc
+    except openai.OpenAIError as exc:
+        raise LLMError(f"the {what} call failed: {type(exc).__name__}") from exc
 
 
 def _root_cause(exc: BaseException) -> BaseException:
