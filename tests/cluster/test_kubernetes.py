@@ -7,6 +7,7 @@ The tests run in file order on one release; each builds on the previous one's st
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import threading
 import time
@@ -137,7 +138,9 @@ def test_upgrade_rolls_out_without_a_failed_request(kubernetes, release, chart):
                     status, body = repr(error), None
                 statuses.append(status if status == 200 else (status, body))
 
-        workers = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+        # Four clients: before ServiceClient resent calls on reset connections, two showed its 502s in
+        # 1 of 7 rollouts, six in 3 of 8.
+        workers = [threading.Thread(target=load, args=(i,)) for i in range(4)]
         for worker in workers:
             worker.start()
         try:
@@ -161,8 +164,8 @@ def test_upgrade_rolls_out_without_a_failed_request(kubernetes, release, chart):
     report(f"helm upgrade --wait --atomic (LOG_LEVEL changed): guesser and analyst pods replaced in {rollout:.0f} s; "
            f"{len(statuses)} requests through the port-forward meanwhile, {len(failed)} failed")
     assert len(statuses) > 20 and not failed, failed[:10]
-    history = kubernetes.helm("history", RELEASE, "-n", NAMESPACE, timeout=60)
-    assert "2 " in history and "deployed" in history
+    history = json.loads(kubernetes.helm("history", RELEASE, "-n", NAMESPACE, "-o", "json", timeout=60))
+    assert [(entry["revision"], entry["status"]) for entry in history] == [(1, "superseded"), (2, "deployed")]
 
 
 def test_deleted_pods_come_back(kubernetes, release):
@@ -184,7 +187,7 @@ def test_deleted_pods_come_back(kubernetes, release):
         report(f"deleted pod {selector.split('=')[1]}: replaced and Ready again in {time.monotonic() - started:.0f} s")
     with secretary(kubernetes) as base:
         token = service_token(kubernetes)
-        status, page = wait_until(
+        _, page = wait_until(
             lambda: (lambda answer: answer if answer[0] == 200 else None)(
                 http(f"{base}/conversations", {"username": "smirnovanton", "channel": "direct"}, {"X-Service-Token": token})),
             60, 1, "the secretary answering")
