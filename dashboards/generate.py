@@ -352,6 +352,11 @@ def health_dashboard() -> dict:
                    unit="reqps", stack=True, description="Requests the secretary answered, by the action chosen (уточнить = a clarifying question)."),
         bargauge("Outcomes in range by channel and action", [query(f"sum by (channel, action) (increase(mw_pipeline_outcomes_total{{{ns}}}[$__range]))", "{{channel}} · {{action}}", instant=True)],
                  description="How many requests ended in each action, per channel (email, tg, direct)."),
+        # Ratings are few: a window of hours, not the rate interval, so one vote does not swing the line to 0 or 1.
+        timeseries("Share of 👍 over time", [
+            query(ratio(f'increase(mw_feedback_total{{{ns}, rating="up"}}[6h])', f"increase(mw_feedback_total{{{ns}}}[6h])", "channel"), "{{channel}}"),
+            query(ratio(f'increase(mw_feedback_total{{{ns}, rating="up"}}[6h])', f"increase(mw_feedback_total{{{ns}}}[6h])", ""), "all channels"),
+        ], unit="percentunit", description="Of the answers users rated in the last 6 hours, the share rated 👍 (web chat buttons, Telegram keyboard, a \"1\" by mail); a changed rating counts again."),
         timeseries("Pipeline errors by stage", [query(f"sum by (stage, channel) (rate(mw_pipeline_errors_total{{{ns}}}[{RATE}]))", "{{stage}} · {{channel}}")],
                    unit="reqps", description="Requests that failed, by the stage that failed (guesser, analyst, database...). The request itself is stored."),
         timeseries("Calls between services", [query(f"sum by (service_name, upstream, outcome) (rate(mw_upstream_requests_total{{{sel}}}[{RATE}]))", "{{service_name}} → {{upstream}} {{outcome}}")],

@@ -98,6 +98,7 @@ def test_the_health_dashboard_covers_what_operators_look_for():
         "up", "mw_ready",  # up and ready
         "mw_http_requests_total", "mw_http_request_duration_seconds",  # rate, errors, latency
         "mw_pipeline_outcomes_total",  # outcomes by action
+        "mw_feedback_total",  # the share of 👍 (issue 15.2)
         "mw_llm_requests_total", "mw_llm_request_duration_seconds", "mw_llm_tokens_total",
         "mw_channel_messages_received_total", "mw_channel_messages_processed_total",
         "mw_channel_messages_failed_total", "mw_channel_messages_retried_total", "mw_channel_reply_duration_seconds",

@@ -124,6 +124,9 @@ async def test_logs_of_a_real_run_hold_no_secret_and_no_user_text(postgres, open
         async with aiohttp.ClientSession(headers=as_this_run) as session:  # too long for the HTTP parser: logged without the bytes
             async with session.get(f"{url}?request={marker * 7000}") as response:
                 assert response.status == 400
+            # A path can hold a user name: the request log names the route template instead.
+            async with session.get(f"{secretary.url}/users/user-{marker}") as response:
+                assert response.status == 404
     finally:
         for service in services:
             service.terminate()
@@ -140,3 +143,4 @@ async def test_logs_of_a_real_run_hold_no_secret_and_no_user_text(postgres, open
             assert secret not in log, f"{service.module} logged the {name}"
         assert marker not in log, f"{service.module} logged the user's text: " + next(line for line in lines if marker in line)[:500]
     assert any('"level": "warning"' in service.log() for service in services), "the failure paths were logged and checked"
+    assert '"path": "/users/{username}"' in secretary.log(), "the route template stands where the path was"

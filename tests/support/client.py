@@ -25,5 +25,12 @@ async def post(url: str, json: Any = None, data: Any = None, headers: dict[str, 
         return response.status, await response.json(content_type=None), response.headers
 
 
+async def put(url: str, json: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+    """PUT as a peer service would (with the suite's token) unless `headers` says otherwise."""
+    headers = AS_A_SERVICE if headers is None else headers
+    async with aiohttp.ClientSession() as session, session.put(url, json=json, headers=headers) as response:
+        return response.status, await response.json(content_type=None), response.headers
+
+
 def is_error_response(body: Any, status: int) -> bool:
     return isinstance(body, dict) and set(body) == {"error", "message", "statusCode"} and body["statusCode"] == status

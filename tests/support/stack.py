@@ -18,6 +18,8 @@ from ai_systemanalitic.app import AnalystSettings, create_app as create_analyst
 
 # The sample directory: smirnovanton, petrovaelena and ivanovsergey (Telegram id 100003) are employees.
 USERS_FILE = Path(__file__).resolve().parents[2] / "services/ai-secretary/users.example.yaml"
+# The sample knowledge base `make run` loads: answers cite its documents.
+KNOWLEDGE = Path(__file__).resolve().parents[2] / "services/ai-systemanalitic/knowledge"
 
 
 @dataclass
@@ -72,6 +74,7 @@ async def start_stack(
     *,
     llm: dict[str, Any] | None = None,
     secretary: dict[str, Any] | None = None,
+    analyst_settings: dict[str, Any] | None = None,
     common: dict[str, Any] | None = None,
 ) -> Stack:
     """Guesser, analyst and secretary; `llm` settings go to both LLM services (offline by default)."""
@@ -79,7 +82,7 @@ async def start_stack(
     common = common or {}
     stack = Stack(database_url)
     guesser = Service("guesser", lambda: create_guesser(GuesserSettings(**common, **llm)), port=free_port())
-    analyst = Service("analyst", lambda: create_analyst(AnalystSettings(**common, **llm, **_analyst_db(database_url))), port=free_port())
+    analyst = Service("analyst", lambda: create_analyst(AnalystSettings(**common, **llm, **_analyst_db(database_url), **(analyst_settings or {}))), port=free_port())
     secretary_settings = {
         "database_url": database_url,
         "users_file": str(USERS_FILE),

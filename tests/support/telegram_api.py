@@ -32,6 +32,7 @@ class TelegramAPI:
     conflicts: int = 0  # getUpdates calls made while another was waiting
     blocked_chats: set[int] = field(default_factory=set)  # sendMessage answers 403 there
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)  # every user message, by update id
+    callback_answers: list[dict[str, Any]] = field(default_factory=list)  # answerCallbackQuery calls, in order
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _message_ids: itertools.count = field(default_factory=lambda: itertools.count(100))
     _new: asyncio.Event = field(default_factory=asyncio.Event)
@@ -68,6 +69,28 @@ class TelegramAPI:
         self.messages[update_id] = message
         self._new.set()
         return update_id
+
+    def user_presses(self, sent: dict[str, Any], data: str, *, user_id: int, username: str | None = None) -> int:
+        """A user presses an inline button (callback data `data`) under a message the bot sent."""
+        update_id = next(self._ids)
+        user = {"id": user_id, "is_bot": False, "first_name": "Тест", **({"username": username} if username else {})}
+        message = {
+            "message_id": sent["message_id"], "date": int(time.time()), "text": sent["text"],
+            "chat": {"id": sent["chat_id"], "type": "private"},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "MultyWorkemon"},
+        }
+        query = {"id": f"cq{update_id}", "from": user, "message": message, "chat_instance": str(sent["chat_id"]), "data": data}
+        self.updates.append({"update_id": update_id, "callback_query": query})
+        self._new.set()
+        return update_id
+
+    async def wait_callback_answers(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.callback_answers) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"answered {self.callback_answers}, expected {count} callback answer(s)")
+            await asyncio.sleep(0.05)
+        return self.callback_answers
 
     def to(self, chat_id: int) -> list[str]:
         return [m["text"] for m in self.sent if m["chat_id"] == chat_id]
@@ -148,12 +171,21 @@ class TelegramAPI:
         if reply_to is None and params.get("reply_parameters"):
             reply_to = json.loads(params["reply_parameters"]).get("message_id")
         message_id = next(self._message_ids)
-        self.sent.append({"chat_id": chat_id, "text": text, "reply_to": int(reply_to) if reply_to else None, "message_id": message_id})
+        markup = params.get("reply_markup")
+        markup = json.loads(markup) if isinstance(markup, str) else markup
+        self.sent.append({
+            "chat_id": chat_id, "text": text, "reply_to": int(reply_to) if reply_to else None, "message_id": message_id,
+            "reply_markup": markup,
+        })
         return _ok({
             "message_id": message_id, "date": int(time.time()), "text": text,
             "chat": {"id": chat_id, "type": "private"},
             "from": {"id": BOT_ID, "is_bot": True, "first_name": "MultyWorkemon", "username": "multyworkemon_test_bot"},
         })
+
+    async def _m_answercallbackquery(self, params) -> web.Response:
+        self.callback_answers.append({"id": params.get("callback_query_id"), "text": params.get("text")})
+        return _ok(True)
 
     async def _m_sendchataction(self, params) -> web.Response:
         self.chat_actions.append((int(params["chat_id"]), str(params.get("action"))))

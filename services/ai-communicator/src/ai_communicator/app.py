@@ -7,16 +7,20 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from multyworkemon_common.contract import OperatorReplyStored
 from multyworkemon_common.app import LIVENESS_CHECKS, METRICS, READINESS_CHECKS, create_service_app, finish_app
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.logging import get_logger
 
 from .actions import Actions, Departments
-from .channels.mail import MailChannel, Mailer
+from .channels.mail import SIGNATURE, MailChannel, Mailer
 from .channels.web import add_web_chat
+from .console import Deliver, add_console
 from .handling import ChannelMetrics, MessageHandler
+from .mailtext import build_followup
 from .jira import Jira
 from .lock import HOLDING, STANDBY, PollerLock
+from .messages import Failure
 from .reconnect import Reconnect, Supervisor
 from .secretary import Secretary
 from .settings import CommunicatorSettings
@@ -55,6 +59,7 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
     )
     handler = MessageHandler(secretary, actions, metrics)
     add_web_chat(app, handler, metrics)
+    add_console(app, secretary, _operator_delivery(bot, tg, mailer), settings.operator_emails())
 
     dsn = settings.database_url.get_secret_value()
     # A crashed poller starts again (paced like a failing message), under the lock when there is one.
@@ -100,6 +105,27 @@ def create_app(settings: CommunicatorSettings | None = None) -> web.Application:
     # Started in this order, stopped in the reverse: the pollers end before their clients close.
     app.cleanup_ctx.extend([peer_clients, channels])
     return finish_app(app, "ai-communicator API")
+
+
+def _operator_delivery(bot, tg, mailer: Mailer | None) -> dict[str, Deliver]:
+    """How an operator's reply reaches the user on each channel that can send (the web chat's page
+    fetches it itself)."""
+    delivery: dict[str, Deliver] = {}
+    if bot is not None:
+        async def to_telegram(stored: OperatorReplyStored, text: str) -> str:
+            if not (stored.thread or "").startswith("tg:"):
+                raise Failure("the conversation has no Telegram chat", outage=False)
+            return await tg.send_text(bot, int(stored.thread.removeprefix("tg:")), text)
+
+        delivery["tg"] = to_telegram
+    if mailer is not None:
+        async def to_mail(stored: OperatorReplyStored, text: str) -> str:
+            if not stored.address:
+                raise Failure("the user's e-mail address is unknown", outage=False)
+            return await mailer.send(build_followup(mailer.sender, stored.address, stored.thread, stored.in_reply_to, text, SIGNATURE))
+
+        delivery["email"] = to_mail
+    return delivery
 
 
 def _channel_ready(lock: PollerLock, channel) -> Callable[[], Awaitable[tuple[bool, str]]]:

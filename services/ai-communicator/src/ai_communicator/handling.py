@@ -101,14 +101,20 @@ class RetryBook:
                 del self._entries[key]
 
 
-def compose(answer: AnalysisResponse, note: str = "") -> str:
-    """The text a user gets: the answer, what was done, and the sources as links."""
+def compose(answer: AnalysisResponse, note: str = "", *, sources: bool = True) -> str:
+    """The text a user gets: the answer, what was done, and (unless the channel shows them
+    itself) the sources as links."""
     parts = [answer.response.strip()]
     if note:
         parts.append(note)
-    if answer.sources and answer.action not in (ACTION_CLARIFY,):
+    if sources and answer.sources and answer.action not in (ACTION_CLARIFY,):
         parts.append("Источники:\n" + "\n".join(f"[{n}] {s.title}: {s.url}" for n, s in enumerate(answer.sources, start=1)))
     return "\n\n".join(parts)
+
+
+def rated_turn(answer: AnalysisResponse) -> int | None:
+    """The turn a user may rate under this answer: a final answer, not a clarifying question."""
+    return answer.turn_id if answer.action != ACTION_CLARIFY else None
 
 
 class MessageHandler:
@@ -141,6 +147,10 @@ class MessageHandler:
             answer = await self.secretary.analyze(message)
         except UpstreamError as exc:
             raise upstream_failure(exc) from exc
+        if answer.silent:
+            # An operator holds the conversation: the message is stored for them, the bot says nothing.
+            log.info("conversation held by an operator; not answering", labels={"channel": message.channel, "turn_id": str(answer.turn_id)})
+            return Handled(answer, "", repeated=True)
         done = {record.action: record for record in answer.done_actions}
         reply_action = answer.reply_action or answer.action
         if reply_action in done and message.channel != "direct":
@@ -155,9 +165,9 @@ class MessageHandler:
                 outcome = ActionOutcome(answer.action, "done", earlier.external_id, earlier.detail or "")
             else:
                 outcome = await self._side_action(answer, message)
-        text = compose(answer, outcome.note if outcome else "")
+        text = compose(answer, outcome.note if outcome else "", sources=not message.links_apart)
         try:
-            sent_id = await message.reply(text)
+            sent_id = await message.reply(text, rated_turn(answer))
         except Failure as exc:
             self.metrics.actions.inc({"action": reply_action, "outcome": "failed"})
             await self.secretary.report(answer.turn_id, reply_action, "failed", detail=str(exc))

@@ -326,6 +326,18 @@ def build_reply(original: IncomingMail, text: str, sender: str, signature: str) 
     return reply
 
 
+def build_followup(sender: str, to: str, thread: str | None, in_reply_to: str | None, text: str, signature: str) -> EmailMessage:
+    """A letter in an existing thread (an operator's reply): threaded by In-Reply-To and References."""
+    note = build_note(sender, to, "Re: ответ сотрудника поддержки MultyWorkemon", text, signature)
+    del note["Auto-Submitted"]  # a person wrote it
+    ids = [i for i in dict.fromkeys([thread, in_reply_to]) if i]
+    if in_reply_to:
+        note["In-Reply-To"] = in_reply_to
+    if ids:
+        note["References"] = " ".join(ids)
+    return note
+
+
 def build_note(sender: str, to: str, subject: str, text: str, signature: str) -> EmailMessage:
     """A new letter (the department mailing)."""
     note = EmailMessage()

@@ -51,8 +51,11 @@ class Inbound:
     text: str
     message_id: str | None  # the channel's id; the secretary keys it per sender
     arrived: float  # epoch seconds
-    reply: Callable[[str], Awaitable[str | None]]  # sends the text back; returns the sent message's id
+    # Sends the text back with a way to rate the answer with this turn id (None: nothing to rate);
+    # returns the sent message's id.
+    reply: Callable[[str, int | None], Awaitable[str | None]]
     sender_label: str = ""  # how colleagues see the sender (name and address)
     thread: str | None = None  # the channel's discussion thread
     verified: bool = False  # the channel authenticated the sender: actions on their behalf are allowed
     handle: str | None = None  # the Telegram user name
+    links_apart: bool = False  # the channel shows the sources as links of its own (the web chat): not in the text too

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multyworkemon_common.contract import ActionRecord, AnalysisResponse, AnalyzeRequest, CloseThread
+from multyworkemon_common.contract import ActionRecord, AnalysisResponse, AnalyzeRequest, CloseThread, FeedbackRequest, FeedbackResult, ThreadReplies
 from multyworkemon_common.errors import UpstreamError
 from multyworkemon_common.http import ServiceClient
 from multyworkemon_common.logging import get_logger
@@ -33,6 +33,23 @@ class Secretary:
             await self.client.post_json(f"/turns/{turn_id}/action-result", record.model_dump())
         except UpstreamError as exc:
             log.warning("could not record an action result", error=exc.message, labels={"turn_id": str(turn_id), "action": action})
+
+    async def rate(self, request: FeedbackRequest) -> FeedbackResult | None:
+        """Store a user's rating of their own answer; None when the secretary knows no such answer of theirs."""
+        try:
+            body = await self.client.request_json("PUT", "/feedback", payload=request.model_dump(exclude_none=True))
+        except UpstreamError as exc:
+            if exc.answered == 404:
+                return None
+            raise
+        return FeedbackResult.model_validate(body)
+
+    async def operator_replies(self, channel: str, username: str, thread: str, after: int) -> ThreadReplies:
+        """Operators' replies in the user's thread after a turn id (the web chat polls them)."""
+        body = await self.client.request_json(
+            "GET", "/threads/replies", params={"channel": channel, "username": username, "thread": thread, "after": str(after)}
+        )
+        return ThreadReplies.model_validate(body)
 
     async def close(self) -> None:
         await self.client.close()

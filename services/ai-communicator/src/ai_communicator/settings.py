@@ -65,6 +65,9 @@ class CommunicatorSettings(ServiceSettings):
     # believed only from these peers (comma-separated IPs or CIDRs). Empty: anonymous mode.
     web_identity_header: str = "X-Auth-Request-Email"
     web_trusted_proxies: str = ""
+    # The operator console (/operator/): these signed-in web users (e-mails as the proxy gives them,
+    # comma-separated). Empty, or anonymous mode: nobody, every console page answers 403.
+    operators: str = ""
     # Per web-chat client: per identity, and per peer address for anonymous ones (a cookie is free to drop).
     web_rate_per_minute: float = 20.0
     web_rate_burst: int = 10
@@ -119,6 +122,9 @@ class CommunicatorSettings(ServiceSettings):
         if self.mail_ca_file:
             context.load_verify_locations(self.mail_ca_file)
         return context
+
+    def operator_emails(self) -> frozenset[str]:
+        return frozenset(part.strip().lower() for part in self.operators.split(",") if part.strip())
 
     def allowed_telegram_users(self) -> set[str]:
         return {name.strip().lstrip("@").lower() for name in self.telegram_allowed_users.split(",") if name.strip()}

@@ -11,7 +11,10 @@ from aiohttp_pydantic.oas.typing import r200, r201, r400, r404, r409, r413, r429
 from pydantic import BaseModel, Field
 
 from multyworkemon_common.app import METRICS, READINESS_CHECKS, create_service_app, finish_app
-from multyworkemon_common.contract import ActionRecord, AnalysisResponse, AnalyzeRequest, Channel, CloseThread, DatabaseId, ErrorResponse
+from multyworkemon_common.contract import (
+    ActionRecord, AnalysisResponse, AnalyzeRequest, Channel, CloseThread, DatabaseId, ErrorResponse, FeedbackRequest, FeedbackResult,
+    OperatorReply, OperatorReplyStored, TakeOver, ThreadReplies,
+)
 from multyworkemon_common.database import Database, apply_migrations, attach_schema
 from multyworkemon_common.errors import ApiError
 from multyworkemon_common.responses import json_response
@@ -21,7 +24,9 @@ from multyworkemon_common.ratelimit import RateLimiter
 from multyworkemon_common.settings import DatabaseSettings
 from multyworkemon_common.views import ContractView
 
-from .pipeline import Pipeline, PipelineSettings
+from multyworkemon_common.context import request_id_var
+
+from .pipeline import Pipeline, PipelineSettings, reply_action
 from .store import Store
 
 SERVICE = "ai-secretary"
@@ -97,11 +102,12 @@ class ConversationsView(ContractView):
         self,
         username: str | None = None,
         channel: Channel | None = None,
-        status: Literal["open", "clarifying", "answered", "escalated", "closed"] | None = None,
+        status: Literal["open", "clarifying", "answered", "escalated", "closed", "failed", "operator"] | None = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
         offset: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0,
     ) -> r200[ConversationPage] | r400[ErrorResponse] | r503[ErrorResponse]:
-        """Conversations, newest first, filtered by user, channel and status.
+        """Conversations, newest first, filtered by user, channel and status (`failed`: a message of it
+        could not be answered; `operator`: an operator holds it).
 
         Tags: conversations
         """
@@ -147,6 +153,78 @@ class ActionResultView(ContractView):
         if result_id is None:
             raise ApiError(404, f"Turn {turn_id} does not exist")
         return json_response({"id": result_id, "turn_id": turn_id}, status=201)
+
+
+class FeedbackView(ContractView):
+    async def put(self, body: FeedbackRequest) -> r200[FeedbackResult] | r400[ErrorResponse] | r404[ErrorResponse] | r503[ErrorResponse]:
+        """Rate an answer (👍 up, 👎 down) for the person it was given to; sending again changes the rating.
+
+        Tags: conversations
+        """
+        result = await self.request.app[PIPELINE].rate(body)
+        return json_response(result.model_dump())
+
+
+class TakeView(ContractView):
+    async def post(self, conversation_id: DatabaseId, /, body: TakeOver) -> r200[dict] | r400[ErrorResponse] | r404[ErrorResponse] | r503[ErrorResponse]:
+        """An operator takes the conversation over: the bot stays silent there until it is handed back.
+
+        Tags: operators
+        """
+        return await _take(self.request, conversation_id, body.operator)
+
+
+class ReleaseView(ContractView):
+    async def post(self, conversation_id: DatabaseId, /, body: TakeOver) -> r200[dict] | r400[ErrorResponse] | r404[ErrorResponse] | r503[ErrorResponse]:
+        """Hand the conversation back to the bot.
+
+        Tags: operators
+        """
+        return await _take(self.request, conversation_id, None)
+
+
+async def _take(request: web.Request, conversation_id: int, operator: str | None) -> web.Response:
+    row = await request.app[STORE].take(conversation_id, operator)
+    if row is None:
+        raise ApiError(404, f"Conversation {conversation_id} does not exist")
+    log.info("conversation taken over" if operator else "conversation handed back", labels={"conversation_id": str(conversation_id)})
+    return json_response({"id": row["id"], "taken_by": row["taken_by"]})
+
+
+class OperatorReplyView(ContractView):
+    async def post(
+        self, conversation_id: DatabaseId, /, body: OperatorReply
+    ) -> r201[OperatorReplyStored] | r400[ErrorResponse] | r409[ErrorResponse] | r503[ErrorResponse]:
+        """Store an operator's reply as a turn; the answer says where the communicator delivers it.
+
+        Tags: operators
+        """
+        store = self.request.app[STORE]
+        channel = await store.conversation_channel(conversation_id)
+        action = reply_action(channel or "direct")
+        stored = channel and await store.operator_turn(conversation_id, body.operator, body.text, request_id_var.get(), action)
+        if stored is None:
+            raise ApiError(409, "Take the conversation over first: it is not held by this operator")
+        conversation, turn = stored
+        address, in_reply_to = await store.recipient(conversation)
+        reply = OperatorReplyStored(
+            turn_id=turn["id"], conversation_id=conversation["id"], channel=conversation["channel"], action=action, thread=conversation["thread"],
+            address=address, in_reply_to=in_reply_to,
+        )
+        return json_response(reply.model_dump(), status=201)
+
+
+class ThreadRepliesView(ContractView):
+    async def get(
+        self, channel: Channel, username: str, thread: str, after: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0,
+    ) -> r200[ThreadReplies] | r400[ErrorResponse] | r503[ErrorResponse]:
+        """Operators' replies in a user's thread after a turn id (the web chat polls these).
+
+        Tags: operators
+        """
+        store = self.request.app[STORE]
+        person = await store.find_person(channel, username)
+        return json_response({"items": await store.thread_replies(channel, person.username, thread, after)})
 
 
 class UserView(ContractView):
@@ -202,5 +280,10 @@ def create_app(settings: SecretarySettings | None = None) -> web.Application:
     app.router.add_view("/conversations/close", CloseThreadView)
     app.router.add_view("/conversations/{conversation_id}", ConversationView)
     app.router.add_view("/turns/{turn_id}/action-result", ActionResultView)
+    app.router.add_view("/feedback", FeedbackView)
+    app.router.add_view("/conversations/{conversation_id}/take", TakeView)
+    app.router.add_view("/conversations/{conversation_id}/release", ReleaseView)
+    app.router.add_view("/conversations/{conversation_id}/operator-reply", OperatorReplyView)
+    app.router.add_view("/threads/replies", ThreadRepliesView)
     app.router.add_view("/users/{username}", UserView)
     return finish_app(app, "ai-secretary API")

@@ -20,6 +20,8 @@ from multyworkemon_common.contract import (
     ContextRequest,
     ContextResponse,
     DiscussionTurn,
+    FeedbackRequest,
+    FeedbackResult,
     PersonInfo,
     PreparedAnalytics,
     Source,
@@ -91,6 +93,7 @@ class Pipeline:
         self._outcomes = metrics.counter("mw_pipeline_outcomes_total", "Answers given, by channel and action")
         self._errors = metrics.counter("mw_pipeline_errors_total", "Requests that failed, by channel and stage")
         self._duplicates = metrics.counter("mw_pipeline_duplicates_total", "Repeated messages answered from storage")
+        self._feedback = metrics.counter("mw_feedback_total", "Ratings of answers by their users (a changed rating counts again)")
 
     async def analyze(self, fields: AnalyzeRequest) -> AnalysisResponse:
         person = await self.store.find_person(fields.channel, fields.username, fields.handle)
@@ -116,6 +119,16 @@ class Pipeline:
             reuse_turn_id=reuse_turn_id,
         )
         discussion = [*discussion_of(earlier), DiscussionTurn(role="user", text=fields.request)]
+        if conversation["taken_by"]:
+            # An operator holds this conversation: the message is theirs to answer, the bot says nothing.
+            await self.store.finish_turn(
+                turn["id"], conversation["id"], conversation["status"], False, action=reply_action(fields.channel), response="",
+            )
+            return AnalysisResponse(
+                is_enough=False, request=discussion[0].text, action=reply_action(fields.channel), question="", response="",
+                context_response="", conversation_id=conversation["id"], turn_id=turn["id"], reply_action=reply_action(fields.channel),
+                person=person, discussion=discussion, silent=True,
+            )
         timings: dict[str, float] = {}
         started = time.perf_counter()
         try:
@@ -134,6 +147,17 @@ class Pipeline:
             "reply_action": reply_action(fields.channel, answer.action), "person": person,
             "discussion": [*discussion, DiscussionTurn(role="assistant", text=answer.response)],
         })
+
+    async def rate(self, body: FeedbackRequest) -> FeedbackResult:
+        """Store a user's rating of one of their own answers; 404 for any other turn."""
+        person = await self.store.find_person(body.channel, body.username, body.handle)
+        rated = await self.store.rate_turn(person.username, body.channel, body.rating, body.turn_id, body.reply_id)
+        if rated is None:
+            raise ApiError(404, "No such answer of yours to rate")
+        turn_id, before = rated
+        if before != body.rating:
+            self._feedback.inc({"channel": body.channel, "rating": body.rating})
+        return FeedbackResult(turn_id=turn_id, rating=body.rating, changed=before != body.rating)
 
     async def _decide(
         self, fields: AnalyzeRequest, person: PersonInfo, conversation, discussion: list[DiscussionTurn], timings: dict[str, float]
@@ -193,7 +217,7 @@ class Pipeline:
             response=turn["response"], context_response=turn["response"], conversation_id=turn["conversation_id"],
             turn_id=turn["id"], sources=[Source.model_validate(s) for s in _json_list(turn["sources"])],
             reply_action=reply_action(fields.channel, turn["action"]), person=person, discussion=discussion,
-            done_actions=await self.store.done_actions(turn["id"]), repeated=True,
+            done_actions=await self.store.done_actions(turn["id"]), repeated=True, silent=not turn["response"],
         )
 
 

@@ -137,7 +137,8 @@ class Store:
                     )
                     conversation = await connection.fetchrow(
                         """SELECT * FROM conversations WHERE username = $1 AND channel = $2 AND thread IS NOT DISTINCT FROM $4
-                           AND status = 'clarifying' AND updated_at > now() - make_interval(secs => $3)
+                           AND (taken_by IS NOT NULL
+                                OR (status = 'clarifying' AND updated_at > now() - make_interval(secs => $3)))
                            ORDER BY updated_at DESC LIMIT 1 FOR UPDATE""",
                         person.username, channel, float(ttl_seconds), thread,
                     )
@@ -151,7 +152,7 @@ class Store:
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'processing') RETURNING *""",
                         conversation["id"], channel, person.username, message_id, request_id, request, person.department, person.position,
                     )
-                    if conversation["status"] == "open":
+                    if conversation["status"] == "open" and conversation["taken_by"] is None:
                         return conversation, turn, []  # a new conversation: nothing earlier to read
                 earlier = await connection.fetch(
                     "SELECT * FROM turns WHERE conversation_id = $1 AND id < $2 AND status = 'answered' ORDER BY id",
@@ -220,18 +221,105 @@ class Store:
             turn_id, action, status, external_id, detail,
         )
 
+    async def rate_turn(self, owner: str, channel: str, rating: str, turn_id: int | None, reply_id: str | None) -> tuple[int, str | None] | None:
+        """Store a rating on an answered turn of `owner` in `channel`: (turn id, the rating before),
+        or None when there is no such turn of theirs (another person's turn looks the same)."""
+        turn = "$4" if turn_id is not None else (
+            "(SELECT a.turn_id FROM action_results a WHERE a.external_id = $4 AND a.status = 'done' ORDER BY a.id DESC LIMIT 1)"
+        )
+        row = await self._run(
+            "fetchrow",
+            f"""WITH old AS (SELECT id, feedback FROM turns WHERE id = {turn} AND username = $1 AND channel = $2
+                             AND status = 'answered' FOR UPDATE)
+                UPDATE turns t SET feedback = $3, feedback_at = now() FROM old WHERE t.id = old.id
+                RETURNING t.id, old.feedback AS before""",
+            owner, channel, rating, turn_id if turn_id is not None else reply_id,
+        )
+        return (row["id"], row["before"]) if row else None
+
+    # Operators.
+    async def take(self, conversation_id: int, operator: str | None) -> asyncpg.Record | None:
+        """Take a conversation over (operator) or hand it back to the bot (None)."""
+        return await self._run(
+            "fetchrow", "UPDATE conversations SET taken_by = $2, updated_at = now() WHERE id = $1 RETURNING *",
+            conversation_id, operator,
+        )
+
+    async def conversation_channel(self, conversation_id: int) -> str | None:
+        return await self._run("fetchval", "SELECT channel FROM conversations WHERE id = $1", conversation_id)
+
+    async def operator_turn(self, conversation_id: int, operator: str, text: str, request_id: str, action: str) -> tuple[asyncpg.Record, asyncpg.Record] | None:
+        """Store an operator's reply as a turn of a conversation they hold: (conversation, turn), or
+        None when the conversation does not exist or is not theirs."""
+        pool = await self._pool()
+        try:
+            async with pool.acquire() as connection, connection.transaction():
+                conversation = await connection.fetchrow(
+                    "SELECT * FROM conversations WHERE id = $1 AND taken_by = $2 FOR UPDATE", conversation_id, operator
+                )
+                if conversation is None:
+                    return None
+                last = await connection.fetchrow(
+                    "SELECT department, position FROM turns WHERE conversation_id = $1 ORDER BY id DESC LIMIT 1", conversation_id
+                )
+                turn = await connection.fetchrow(
+                    """INSERT INTO turns (conversation_id, channel, username, request_id, request, department, position, status,
+                         is_enough, action, question, response, operator, answered_at)
+                       VALUES ($1, $2, $3, $4, '', $5, $6, 'answered', true, $7, '', $8, $9, now()) RETURNING *""",
+                    conversation_id, conversation["channel"], conversation["username"], request_id,
+                    last["department"] if last else UNKNOWN_DEPARTMENT, last["position"] if last else UNKNOWN_POSITION,
+                    action, text, operator,
+                )
+                await connection.execute(
+                    "UPDATE conversations SET status = 'answered', updated_at = now() WHERE id = $1", conversation_id
+                )
+                return conversation, turn
+        except asyncpg.CharacterNotInRepertoireError:
+            raise unstorable_text() from None
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(exc) from exc
+
+    async def recipient(self, conversation: asyncpg.Record) -> tuple[str | None, str | None]:
+        """Where an operator's reply goes: (the user's e-mail address, the message it answers)."""
+        last = await self._run(
+            "fetchrow",
+            "SELECT message_id FROM turns WHERE conversation_id = $1 AND request <> '' ORDER BY id DESC LIMIT 1", conversation["id"],
+        )
+        address = await self._run("fetchval", "SELECT email FROM users WHERE username = $1", conversation["username"])
+        if address is None and conversation["channel"] == "email":
+            address = conversation["username"].partition(":")[2]  # a stranger: keyed by the address they wrote from
+        return address, last["message_id"] if last else None
+
+    async def thread_replies(self, channel: str, username: str, thread: str, after: int) -> list[dict]:
+        """Operators' replies in a user's thread after a turn id, oldest first (the web chat polls them)."""
+        rows = await self._run(
+            "fetch",
+            """SELECT t.id, t.response, t.created_at FROM turns t JOIN conversations c ON c.id = t.conversation_id
+               WHERE c.channel = $1 AND c.username = $2 AND c.thread = $3 AND t.operator IS NOT NULL AND t.id > $4
+               ORDER BY t.id LIMIT 50""",
+            channel, username, thread, after,
+        )
+        return [{"turn_id": r["id"], "text": r["response"], "at": r["created_at"].isoformat()} for r in rows]
+
     # Reading for operators and the web chat.
     async def list_conversations(self, username: str | None, channel: str | None, status: str | None, limit: int, offset: int) -> tuple[int, list[dict]]:
         where, args = [], []
+        # "failed": a message of it could not be answered; "operator": an operator holds it.
+        special = {"failed": "EXISTS (SELECT 1 FROM turns f WHERE f.conversation_id = c.id AND f.status = 'failed')",
+                   "operator": "c.taken_by IS NOT NULL"}
+        if status in special:
+            where.append(special[status])
+            status = None
         for column, value in (("username", username), ("channel", channel), ("status", status)):
             if value is not None:
                 args.append(value)
-                where.append(f"{column} = ${len(args)}")
+                where.append(f"c.{column} = ${len(args)}")
         condition = f"WHERE {' AND '.join(where)}" if where else ""
-        total = await self._run("fetchval", f"SELECT count(*) FROM conversations {condition}", *args)
+        total = await self._run("fetchval", f"SELECT count(*) FROM conversations c {condition}", *args)
         rows = await self._run(
             "fetch",
-            f"""SELECT c.*, (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS turns
+            f"""SELECT c.*, (SELECT count(*) FROM turns t WHERE t.conversation_id = c.id) AS turns,
+                  (SELECT t.request FROM turns t WHERE t.conversation_id = c.id AND t.request <> '' ORDER BY t.id DESC LIMIT 1) AS last_request
                 FROM conversations c {condition} ORDER BY c.updated_at DESC, c.id DESC
                 LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}""",
             *args, limit, offset,
@@ -269,7 +357,8 @@ def discussion_of(turns: list[asyncpg.Record]) -> list[DiscussionTurn]:
     """Stored turns as the discussion: each request, then what the system answered or asked."""
     discussion: list[DiscussionTurn] = []
     for turn in turns:
-        discussion.append(DiscussionTurn(role="user", text=turn["request"]))
+        if turn["request"]:  # an operator's turn has none
+            discussion.append(DiscussionTurn(role="user", text=turn["request"]))
         if turn["response"]:
             discussion.append(DiscussionTurn(role="assistant", text=turn["response"]))
     return discussion

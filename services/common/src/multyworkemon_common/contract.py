@@ -225,3 +225,71 @@ class AnalysisResponse(BaseModel):
     discussion: list[DiscussionTurn] = Field(default_factory=list, description="The whole conversation, this answer included")
     done_actions: list[ActionRecord] = Field(default_factory=list, description="Actions already carried out for this turn")
     repeated: bool = Field(False, description="The same message was answered before; this is the stored answer")
+    silent: bool = Field(False, description="An operator holds the conversation: the message is stored for them, nothing is sent")
+
+
+Rating = Literal["up", "down"]
+
+
+class FeedbackRequest(BaseModel):
+    """A user's rating of an answer (👍 up, 👎 down), sent by the communicator for the answer's own sender.
+
+    The answer is named by its turn id (web chat, Telegram) or by the Message-ID of the reply that
+    carried it (e-mail: "1" or "2" in reply to our letter). Only the person the turn belongs to, as
+    the channel identifies them, may rate it; anyone else gets 404.
+    """
+
+    channel: Channel
+    username: str = Field(min_length=1, max_length=256, description="As in AnalyzeRequest: who the channel says the sender is")
+    handle: str | None = Field(None, max_length=256, description="The sender's Telegram user name")
+    rating: Rating
+    turn_id: DatabaseId | None = None
+    reply_id: str | None = Field(None, max_length=998, description="E-mail: the Message-ID of our reply being rated")
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> "FeedbackRequest":
+        if (self.turn_id is None) == (self.reply_id is None):
+            raise ValueError("name the answer by exactly one of turn_id and reply_id")
+        return self
+
+
+class FeedbackResult(BaseModel):
+    turn_id: int
+    rating: Rating
+    changed: bool = Field(description="false: the turn already had this rating")
+
+
+class TakeOver(BaseModel):
+    """An operator takes a conversation over (the bot stays silent there) or hands it back."""
+
+    operator: str = Field(min_length=1, max_length=256, description="The operator's e-mail, as the console's proxy says")
+
+
+class OperatorReply(TakeOver):
+    """A reply an operator wrote in a conversation they hold."""
+
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class OperatorReplyStored(BaseModel):
+    """The stored turn, and where the communicator must deliver it on the user's channel."""
+
+    turn_id: int
+    conversation_id: int
+    channel: Channel
+    action: Action = Field(description="The reply action on that channel, to record what was done under")
+    thread: str | None = Field(None, description="tg: tg:<chat id>; email: the root Message-ID; direct: the page's conversation id")
+    address: str | None = Field(None, description="The user's e-mail address (e-mail channel)")
+    in_reply_to: str | None = Field(None, description="The channel's id of the user's last message")
+
+
+class ThreadReply(BaseModel):
+    turn_id: int
+    text: str
+    at: str
+
+
+class ThreadReplies(BaseModel):
+    """Operators' replies in a user's thread, oldest first."""
+
+    items: list[ThreadReply]

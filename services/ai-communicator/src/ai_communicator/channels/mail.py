@@ -20,6 +20,8 @@ from email.message import EmailMessage
 import aioimaplib
 import aiosmtplib
 
+from multyworkemon_common.contract import FeedbackRequest
+from multyworkemon_common.errors import UpstreamError
 from multyworkemon_common.logging import get_logger
 
 from ..handling import APOLOGY, ChannelMetrics, MessageHandler, RetryBook
@@ -35,6 +37,9 @@ SIGNATURE = "MultyWorkemon — помощник по внутренним зап
 # The connection is gone: reconnect. Any other failure while handling a letter is that letter's.
 CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, ssl.SSLError, EOFError, aioimaplib.Abort, aioimaplib.CommandTimeout, aioimaplib.IncompleteRead)
 IMAP_ERRORS = (*CONNECTION_ERRORS, aioimaplib.AioImapException)
+# Under an answer; a reply on the thread holding just the digit is a rating, not a new request.
+FEEDBACK_HINT = "Ответ помог? Ответьте на это письмо одной цифрой: 1 — да, 2 — нет."
+RATINGS = {"1": "up", "2": "down"}
 TOO_LARGE = (
     "Письмо слишком большое ({size:.1f} МБ): я читаю письма до {limit:.1f} МБ. Пришлите, пожалуйста, "
     "запрос текстом без вложений; файл можно положить в общую папку и прислать ссылку на него."
@@ -212,13 +217,17 @@ class MailChannel:
         except Unreadable as exc:
             await self._set_aside(client, uid, key, f"unreadable: {exc}", mail, APOLOGY)
             return
+        if await self._rated(mail):
+            await _add_flags(client, uid, "\\Seen")
+            self.retries.forget(key)
+            return
         counter = self.metrics.retried if self.retries.seen(key) else self.metrics.received
         counter.inc({"channel": CHANNEL})
         # The sender's own Message-ID keeps retries idempotent (the secretary keys it on the sender too).
         own_id = f"imap:{self._uidvalidity}:{uid}"
         inbound = Inbound(
             channel=CHANNEL, username=mail.sender, text=mail.text or mail.subject, message_id=mail.message_id or own_id,
-            arrived=arrived, reply=lambda text: self._reply(mail, text), sender_label=f"{mail.sender_name} <{mail.sender}>".strip(),
+            arrived=arrived, reply=lambda text, turn: self._reply(mail, f"{text}\n\n{FEEDBACK_HINT}" if turn else text), sender_label=f"{mail.sender_name} <{mail.sender}>".strip(),
             thread=mail.thread or own_id, verified=mail.verified,
         )
         try:
@@ -236,6 +245,21 @@ class MailChannel:
         if not handled.repeated:
             self.metrics.answered(CHANNEL, arrived)
         log.info("mail answered", labels={"uid": uid, "action": handled.answer.action, "turn_id": str(handled.answer.turn_id), "verified": str(inbound.verified)})
+
+    async def _rated(self, mail: IncomingMail) -> bool:
+        """A "1" or "2" in reply to one of our answers to this sender: their rating of it, stored.
+        Anything else (or a digit the secretary cannot match to their answer) is a request."""
+        rating = RATINGS.get(mail.text.strip())
+        if rating is None or not mail.references or not mail.sender:
+            return False
+        request = FeedbackRequest(channel=CHANNEL, username=mail.sender, rating=rating, reply_id=mail.references[-1])
+        try:
+            result = await self.handler.secretary.rate(request)
+        except UpstreamError as exc:
+            raise Failure(f"could not store the rating: {exc.message}", outage=exc.answered in (None, 503)) from exc
+        if result is not None:
+            log.info("mail rating stored", labels={"turn_id": str(result.turn_id), "rating": rating})
+        return result is not None
 
     def _why_not_answer(self, mail: IncomingMail) -> str:
         if mail.automatic:

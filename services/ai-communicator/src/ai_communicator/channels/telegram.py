@@ -29,10 +29,11 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.filters import Command, CommandStart
-from aiogram.types import Message, Update
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from aiogram.utils.chat_action import ChatActionSender
 
 from multyworkemon_common.context import trace
+from multyworkemon_common.contract import FeedbackRequest
 from multyworkemon_common.errors import UpstreamError
 from multyworkemon_common.logging import get_logger
 
@@ -59,6 +60,9 @@ TEXT_ONLY = "Пока я понимаю только текстовые сооб
 NOT_ALLOWED = "Этот бот доступен только сотрудникам из списка допущенных. Обратитесь к администратору."
 NEW_DONE = "Начинаем новый разговор: прежний закрыт, следующее сообщение я пойму как новый запрос."
 NEW_FAILED = "Не получилось начать новый разговор: сервис сейчас недоступен. Попробуйте ещё раз чуть позже."
+RATED = "Спасибо за оценку!"
+NOT_RATED = "Оценку не удалось сохранить. Попробуйте ещё раз чуть позже."
+FEEDBACK = "fb"  # callback data: fb:<turn id>:<up|down>
 BUSY = (
     "Я ещё не ответил на ваши предыдущие сообщения, поэтому это сообщение не принял. "
     "Дождитесь ответов и отправьте его ещё раз."
@@ -86,12 +90,23 @@ def split_text(text: str, limit: int = LIMIT) -> list[str]:
     return pieces or [""]
 
 
-async def send_text(bot: Bot, chat_id: int | str, text: str, reply_to: int | None = None) -> str:
-    """Send (split when long); the id of the first message sent, as `chat:message`."""
+def feedback_keyboard(turn_id: int) -> InlineKeyboardMarkup:
+    """👍/👎 under an answer; pressing one sends a callback query naming the turn."""
+    return InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text="👍 Помогло", callback_data=f"{FEEDBACK}:{turn_id}:up"),
+        InlineKeyboardButton(text="👎 Не помогло", callback_data=f"{FEEDBACK}:{turn_id}:down"),
+    ]])
+
+
+async def send_text(bot: Bot, chat_id: int | str, text: str, reply_to: int | None = None, rated_turn: int | None = None) -> str:
+    """Send (split when long), the last piece with 👍/👎 when there is a turn to rate; the id of the
+    first message sent, as `chat:message`."""
     first = None
+    pieces = split_text(text)
     try:
-        for piece in split_text(text):
-            sent = await bot.send_message(chat_id, piece, reply_to_message_id=reply_to if first is None else None)
+        for n, piece in enumerate(pieces, start=1):
+            markup = feedback_keyboard(rated_turn) if rated_turn is not None and n == len(pieces) else None
+            sent = await bot.send_message(chat_id, piece, reply_to_message_id=reply_to if first is None else None, reply_markup=markup)
             first = first or f"{sent.chat.id}:{sent.message_id}"
     except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as exc:
         raise Failure(f"Telegram unavailable: {exc}", outage=True) from exc
@@ -115,6 +130,7 @@ class TelegramChannel:
         router.message.register(self._new, Command("new"))
         router.message.register(self._text, F.text)
         router.message.register(self._other)
+        router.callback_query.register(self._rate, F.data.startswith(f"{FEEDBACK}:"))
         self.dispatcher.include_router(router)
         # Updates taken from Telegram, per chat in arrival order; each chat with updates has a worker.
         self._chats: dict[int, deque[Update]] = {}
@@ -160,7 +176,7 @@ class TelegramChannel:
             offset = min(self._open) if self._open else self._next
             self._handled = {update_id for update_id in self._handled if offset is None or update_id >= offset}
             self._progress.clear()
-            updates = await self.bot.get_updates(offset=offset, timeout=timeout, allowed_updates=["message"], request_timeout=timeout + 15)
+            updates = await self.bot.get_updates(offset=offset, timeout=timeout, allowed_updates=["message", "callback_query"], request_timeout=timeout + 15)
             fresh = [u for u in updates if u.update_id not in self._open and u.update_id not in self._handled]
             for update in fresh:
                 await self._take(update)
@@ -173,7 +189,8 @@ class TelegramChannel:
                     await asyncio.wait_for(self._progress.wait(), RECHECK_SECONDS)
 
     async def _take(self, update: Update) -> None:
-        chat_id = update.message.chat.id if update.message else 0
+        # A button pressed is its user's update: it waits behind that user's messages.
+        chat_id = update.message.chat.id if update.message else (update.callback_query.from_user.id if update.callback_query else 0)
         waiting = self._chats.get(chat_id)
         if waiting is not None and len(waiting) >= self.settings.telegram_chat_queue:
             self._handled.add(update.update_id)
@@ -266,6 +283,21 @@ class TelegramChannel:
             return
         await message.answer(NEW_DONE)
 
+    async def _rate(self, query: CallbackQuery) -> None:
+        """👍/👎 pressed: the rating is stored for the user who pressed, only if the answer was theirs."""
+        _, turn, rating = (query.data or "").split(":", 2)
+        user = query.from_user
+        if not turn.isdigit() or rating not in ("up", "down") or user.is_bot:
+            await query.answer()
+            return
+        try:
+            request = FeedbackRequest(channel=CHANNEL, username=str(user.id), handle=user.username, rating=rating, turn_id=int(turn))
+            result = await self.handler.secretary.rate(request)
+        except (UpstreamError, ValueError) as exc:
+            log.warning("could not store Telegram feedback", error=str(exc))
+            result = None
+        await query.answer(RATED if result is not None else NOT_RATED)
+
     async def _text(self, message: Message) -> None:
         if not self._allowed(message):
             await message.answer(NOT_ALLOWED)
@@ -275,7 +307,7 @@ class TelegramChannel:
         username, handle, verified = self._sender(message)
         inbound = Inbound(
             channel=CHANNEL, username=username, text=message.text or "", message_id=f"{chat_id}:{message.message_id}",
-            arrived=message.date.timestamp(), reply=lambda text: send_text(self.bot, chat_id, text, message.message_id),
+            arrived=message.date.timestamp(), reply=lambda text, turn: send_text(self.bot, chat_id, text, message.message_id, turn),
             sender_label=f"{user.full_name} (@{user.username})" if user and user.username else (user.full_name if user else username),
             thread=f"tg:{chat_id}", verified=verified, handle=handle,
         )

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from aiohttp import web
-from aiohttp_pydantic.oas.typing import r200, r400, r429, r502, r503
+from aiohttp_pydantic.oas.typing import r200, r400, r404, r429, r502, r503
 from pydantic import BaseModel, Field, StringConstraints
 
 from multyworkemon_common.app import SETTINGS
-from multyworkemon_common.contract import AnalysisResponse, ErrorResponse
+from multyworkemon_common.contract import AnalysisResponse, DatabaseId, ErrorResponse, FeedbackRequest, FeedbackResult, Rating, ThreadReplies
 from multyworkemon_common.errors import ApiError, UpstreamError
 from multyworkemon_common.logging import get_logger
 from multyworkemon_common.ratelimit import RateLimiter
@@ -78,6 +78,12 @@ class ChatReply(AnalysisResponse):
 
     reply: str = Field(description="The text shown to the user: the answer and what was done")
     action_result: ActionResult | None = None
+    rated_turn: int | None = Field(None, description="The turn to rate with 👍/👎 under this answer (none under a question)")
+
+
+class ChatFeedback(BaseModel):
+    turn_id: DatabaseId
+    rating: Rating
 
 
 class NewConversation(BaseModel):
@@ -170,10 +176,10 @@ class ChatView(ContractView):
         app = self.request.app
         sender = app[IDENTITY].admitted(self.request)
         metrics = app[CHANNEL_METRICS]
-        shown: list[str] = []
+        rated: list[int | None] = []
 
-        async def show(text: str) -> None:
-            shown.append(text)
+        async def show(text: str, turn_id: int | None) -> None:
+            rated.append(turn_id)
 
         message = Inbound(
             channel=CHANNEL, username=sender.username,
@@ -181,7 +187,7 @@ class ChatView(ContractView):
             text=body.message.replace("\r\n", "\n").replace("\r", "\n"),
             message_id=f"web:{body.message_id}" if body.message_id else None, arrived=time.time(), reply=show,
             sender_label=sender.username if sender.verified else "анонимный пользователь веб-чата",
-            thread=body.thread, verified=sender.verified,
+            thread=body.thread, verified=sender.verified, links_apart=True,
         )
         metrics.received.inc({"channel": CHANNEL})
         try:
@@ -204,7 +210,29 @@ class ChatView(ContractView):
             **answer,
             "reply": handled.text,
             "action_result": outcome.__dict__ if outcome else None,
+            "rated_turn": rated[-1] if rated else None,
         }), sender)
+
+
+class FeedbackView(ContractView):
+    async def put(
+        self, body: ChatFeedback
+    ) -> r200[FeedbackResult] | r400[ErrorResponse] | r404[ErrorResponse] | r429[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse]:
+        """Rate one of this visitor's answers (👍 up, 👎 down); rating again changes it.
+
+        Tags: chat
+        """
+        app = self.request.app
+        sender = app[IDENTITY].admitted(self.request)
+        request = FeedbackRequest(channel=CHANNEL, username=sender.username, rating=body.rating, turn_id=body.turn_id)
+        try:
+            result = await app[HANDLER].secretary.rate(request)
+        except UpstreamError as exc:
+            log.warning("could not store web chat feedback", error=exc.message)
+            raise ApiError(exc.status, "Оценку не удалось сохранить; попробуйте ещё раз чуть позже") from None
+        if result is None:
+            raise ApiError(404, "Такого ответа в ваших разговорах нет")
+        return _remember(json_response(result.model_dump()), sender)
 
 
 class NewConversationView(ContractView):
@@ -226,6 +254,23 @@ class NewConversationView(ContractView):
                 raise ApiError(exc.status, "Не получилось закрыть разговор; попробуйте ещё раз чуть позже") from None
         reply = NewConversationReply(thread=secrets.token_urlsafe(24), closed=closed)
         return _remember(json_response(reply.model_dump()), sender)
+
+
+class UpdatesView(ContractView):
+    async def get(
+        self, thread: Annotated[str, Field(pattern=THREAD)], after: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0,
+    ) -> r200[ThreadReplies] | r400[ErrorResponse] | r502[ErrorResponse] | r503[ErrorResponse]:
+        """What an operator wrote in this page's conversation after a turn id (the page polls this).
+
+        Tags: chat
+        """
+        app = self.request.app
+        sender = app[IDENTITY].sender(self.request)
+        try:
+            replies = await app[HANDLER].secretary.operator_replies(CHANNEL, sender.username, thread, after)
+        except UpstreamError as exc:
+            raise ApiError(exc.status, "Не получилось проверить новые сообщения") from None
+        return _remember(json_response(replies.model_dump(), headers={"Cache-Control": "no-store"}), sender)
 
 
 class VisitorView(ContractView):
@@ -252,6 +297,8 @@ def add_web_chat(app: web.Application, handler: MessageHandler, metrics: Channel
     app.router.add_static("/static/", STATIC, append_version=False)
     app.router.add_view("/api/chat", ChatView)
     app.router.add_view("/api/chat/new", NewConversationView)
+    app.router.add_view("/api/chat/feedback", FeedbackView)
+    app.router.add_view("/api/chat/updates", UpdatesView)
     app.router.add_view("/api/me", VisitorView)
 
     async def say_mode(_app: web.Application) -> None:

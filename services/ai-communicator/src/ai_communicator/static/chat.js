@@ -9,6 +9,7 @@ const ACTION_NAMES = {
   "написать в рассылку департамента": "письмо в рассылку департамента",
 };
 const STORE = "multyworkemon-chat";
+const POLL_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 const state = JSON.parse(sessionStorage.getItem(STORE) || '{"items": []}');
@@ -40,19 +41,58 @@ function render() {
     if (item.sources && item.sources.length) {
       const sources = document.createElement("span");
       sources.className = "sources";
-      for (const source of item.sources) {
+      for (const [n, source] of item.sources.entries()) {
         const a = document.createElement("a");
         a.href = source.url;
-        a.textContent = source.title;
+        a.textContent = `[${n + 1}] ${source.title}`;
         a.target = "_blank";
         a.rel = "noopener noreferrer";
         sources.appendChild(a);
       }
       li.appendChild(sources);
     }
+    if (item.turn) li.appendChild(feedbackButtons(item));
     list.appendChild(li);
   }
   list.lastElementChild?.scrollIntoView({ block: "end" });
+}
+
+// 👍/👎 under an answer: the server keeps one rating per answer, and a second press changes it.
+function feedbackButtons(item) {
+  const box = document.createElement("span");
+  box.className = "feedback";
+  box.setAttribute("role", "group");
+  box.setAttribute("aria-label", "Ответ помог?");
+  for (const [rating, label, name] of [["up", "👍", "Ответ помог"], ["down", "👎", "Ответ не помог"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "rate " + rating;
+    button.textContent = label;
+    button.title = name;
+    button.setAttribute("aria-label", name);
+    button.setAttribute("aria-pressed", String(item.rating === rating));
+    button.addEventListener("click", () => rate(item, rating));
+    box.appendChild(button);
+  }
+  return box;
+}
+
+async function rate(item, rating) {
+  try {
+    const response = await fetch("/api/chat/feedback", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ turn_id: item.turn, rating }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.message || `ошибка ${response.status}`);
+    item.rating = rating;
+    save();
+    render();
+    $("status").textContent = "Спасибо за оценку!";
+  } catch (error) {
+    $("status").textContent = `Оценка не сохранена: ${error.message}`;
+  }
 }
 
 function add(item) {
@@ -83,12 +123,18 @@ async function send(event) {
     }
     pending = null;
     $("message").value = "";
+    if (body.silent) {
+      // An operator holds this conversation: their reply arrives by the poll below.
+      $("status").textContent = "Сообщение передано сотруднику поддержки: он ответит здесь.";
+      return;
+    }
     const done = body.action_result && body.action_result.status === "done" ? ACTION_NAMES[body.action] : "";
     add({
       kind: body.action === "уточнить" ? "bot question" : "bot",
       text: body.reply,
       meta: body.action === "уточнить" ? "уточняющий вопрос" : done,
       sources: body.sources || [],
+      turn: body.rated_turn || null,
     });
     $("status").textContent = "";
   } catch (error) {
@@ -142,6 +188,23 @@ async function showWho() {
   }
 }
 
+// An operator who took the conversation over answers here: ask every few seconds for their replies.
+async function poll() {
+  try {
+    const query = new URLSearchParams({ thread: state.thread, after: String(state.operatorSeen || 0) });
+    const response = await fetch(`/api/chat/updates?${query}`, { cache: "no-store" });
+    if (response.ok) {
+      for (const reply of (await response.json()).items || []) {
+        state.operatorSeen = Math.max(state.operatorSeen || 0, reply.turn_id);
+        add({ kind: "bot operator", text: reply.text, meta: "ответ сотрудника поддержки" });
+      }
+    }
+  } catch (error) {
+    // Offline for a moment: the next poll catches up.
+  }
+  setTimeout(poll, POLL_MS);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   save();
   showWho();
@@ -151,4 +214,5 @@ document.addEventListener("DOMContentLoaded", () => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("chat").requestSubmit();
   });
   render();
+  poll();
 });

@@ -39,16 +39,23 @@ DOMAINS = (
     Domain("payments", "платежи и переводы", ("платеж", "платёж", "перевод", "payment", "transfer", "p2p"), "витрина платежей в хранилище данных и отчёты платёжного шлюза"),
     Domain("cards", "карточные операции", ("карт", "card"), "процессинг карт и куб карточных транзакций"),
     Domain("reporting", "отчётность", ("отчет", "отчёт", "report", "дашборд", "dashboard"), "BI-портал отчётности и каталог отчётов"),
-    Domain("access", "доступ к данным", ("доступ", "access", "права", "permission", "роль"), "портал заявок на доступ к данным (владелец данных согласует)"),
+    Domain("access", "доступ к данным", ("доступ", "access", "права", "permission", " роль", " роли"), "портал заявок на доступ к данным (владелец данных согласует)"),
     Domain("antifraud", "антифрод", ("фрод", "fraud", "мошен"), "система антифрода и её витрина инцидентов"),
     Domain("clients", "клиентские данные", ("клиент", "customer", "client"), "клиентская витрина (CRM) в хранилище данных"),
+    Domain("limits", "лимиты и идентификация", ("лимит", "limit", "идентифик", "identific", "kyc"), "правила KYC и лимиты кошелька"),
+    Domain("acquiring", "эквайринг", ("мерчант", "merchant", "эквайр", "acquir"), "отчёт по оборотам мерчантов"),
+    Domain("dwh", "хранилище данных", ("хранилищ", "dwh", "витрин", "загруз", "выгруз", "data team", "команде данных"), "хранилище данных и его витрины"),
+    Domain("quality", "качество данных", ("сверк", "сверит", "расхожд", "задвоил", "reconcil", "quality"), "сверка данных и контроль качества"),
+    Domain("tasks", "задачи команде данных", ("jira",), "проект DATA в Jira"),
 )
 
 INTENTS = {
     "analytics": ("аналитик", "срез", "выгруз", "статистик", "метрик", "analytics", "выборк", "посчитать", "сколько"),
     "development": ("доработ", "разработ", "добав", "сделать новый", "feature", "автоматиз"),
     "check": ("провер", "сверк", "сверит", "достовер", "reconcil", "расхожд"),
-    "howto": ("как работает", "как устроен", "how does", "how to", "где найти", "где посмотреть"),
+    # A question asks for an explanation: it is clear enough without periods and measures.
+    "howto": ("как ", "где ", "что так", "почему", "зачем", "когда ", "какие ", "какой ", "кто ", "how ", "what ", "where ",
+              "why ", "when ", "who "),
     "access": ("доступ", "access", "права"),
 }
 
@@ -60,12 +67,20 @@ SPECIFICS = (
     "количеств", "сумм", "доля", "статус", "код ответа", "count", "amount", "status",
     "по дням", "по месяц", "в разрезе", "по клиент", "по мерчант", "по регион", "по эквайер",
     "движени", "остат", "баланс", "комисси", "витрин", "куб", "таблиц",
+    "top-up", "withdraw", "refund", "by day", "per day", "weekly", "last month", "last week", "quarter", "october", "november",
+    "december", "january", "september",
 )
 
+# Asking for work to be done (an imperative, or "нужно доработать"), not naming Jira: a question
+# about Jira ("как поставить задачу в Jira?") is answered, not turned into a task.
+_TASK = (
+    "заведи", "заведите", "создай", "создайте", "поставь ", "поставьте", "оформи", "оформите", "сделай", "сделайте",
+    "доработ", "разработ", "автоматизир", "create a ticket", "create a task", "open a ticket", "file a ticket", "please create",
+)
 _ACTION_RULES = (
-    (ACTION_JIRA, ("jira", "задач", "тикет", "ticket", "заведи", "завести", "доработ", "разработ")),
     (ACTION_DEPARTMENT_MAILING, ("рассылк", "всему департаменту", "всем сотрудникам", "mailing list")),
-    (ACTION_TELEGRAM_EMPLOYEE, ("сотрудник", "коллег", "передай", "ответственн", "свяжи", "владельц")),
+    (ACTION_JIRA, _TASK),
+    (ACTION_TELEGRAM_EMPLOYEE, ("передай", "свяжи", "соедини")),
 )
 
 QUESTION_NO_DOMAIN = (
@@ -106,10 +121,11 @@ class OfflineModel:
         domains = [d for d in DOMAINS if _found(text, d.stems)]
         intents = [name for name, stems in INTENTS.items() if _found(text, stems)]
         specifics = _found(text, SPECIFICS) + _picked_option(discussion)
-        if not domains:
+        task = _found(text, _TASK)
+        if not domains and not (task and specifics):
             return {"is_enough": False, "response": QUESTION_NO_DOMAIN}
-        domain_names = ", ".join(d.name for d in domains)
-        if not specifics and "howto" not in intents and "access" not in intents:
+        domain_names = ", ".join(d.name for d in domains) or "задача команде данных"
+        if not specifics and not task and "howto" not in intents and "access" not in intents:
             return {"is_enough": False, "response": _question_for(domains[0], intents)}
         who = " ".join(str(p) for p in (payload.get("position"), payload.get("department")) if p and p not in UNKNOWN) or "Сотрудник"
         wants = {
@@ -140,7 +156,7 @@ class OfflineModel:
             lines = [f"Для этого запроса подойдут материалы базы знаний: {cited}."]
             first = sources[0]
             if first.get("excerpt"):
-                lines.append(f"Главное из [{first.get('n', 1)}]: {_shorten(str(first['excerpt']), 400)}")
+                lines.append(f"Главное из [{first.get('n', 1)}]: {_shorten(_gist(str(first['excerpt'])), 400)}")
         elif domains:
             where = "; ".join(d.where for d in domains[:2])
             lines = [
@@ -186,6 +202,12 @@ def _picked_option(discussion: list[DiscussionTurn]) -> list[str]:
 
 def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower().replace("ё", "е")) + " "
+
+
+def _gist(excerpt: str) -> str:
+    """The excerpt's first part: the document's summary. The matching passages after it (joined by
+    " … ") often repeat the summary's sentences, cut differently, so quoting both pasted them twice."""
+    return excerpt.split(" … ")[0]
 
 
 def _shorten(text: str, limit: int) -> str:
