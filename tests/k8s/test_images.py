@@ -77,8 +77,13 @@ def test_dockerfile_promises():
     assert runtime["EXPOSE"] == "${PORT}"
     assert "uv" not in runtime.get("RUN", ""), "no uv or build tools in the shipped image"
     sync = dict(instructions(found["runtime-venv"]))["RUN"]
-    for flag in ("--frozen", "--no-dev", "--no-editable", "--package ${SERVICE}"):
+    for flag in ("--locked", "--no-dev", "--no-editable", "--package ${SERVICE}"):
         assert flag in sync
+    # A stale uv.lock fails the build (--locked), it is never installed as is (--frozen).
+    assert "--frozen" not in text and text.count("uv sync --locked") == 3
+    # The published images' base is pinned by digest; a local build may still pass its own.
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, flags=re.M).group(1)
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base), base
     dev = dict(instructions(found["dev"]))
     assert dev["USER"] == "10001:10001"
     assert json.loads(dev["ENTRYPOINT"]) == ["python", "/app/reload.py", "--watch", "/src/services", "--", *SERVE]
@@ -132,10 +137,10 @@ def test_dockerignore_keeps_what_the_dockerfiles_copy():
     assert excluded(".venv/bin/python") and excluded(".git/config") and excluded("tests/k8s/conftest.py")
 
 
-@pytest.mark.parametrize("name", list(SERVICES))
-def test_dependency_steps_build_a_venv_that_runs_the_service(name, tmp_path):
-    """Replays the builder stages' COPY and `uv sync` steps (as written) in a scratch context."""
-    module, port = SERVICES[name]
+def replay_builder_steps(name: str, tmp_path: Path, before_sync=None) -> Path:
+    """Replays the builder stages' COPY and `uv sync` steps (as written) in a scratch context;
+    `before_sync(context)` may change the copied files first. Returns the venv."""
+    _, port = SERVICES[name]
     uv = shutil.which("uv")
     assert uv, "uv is what the images install with"
     found = stages(with_build_args(dockerfile(), SERVICE=name, PORT=str(port)))
@@ -156,8 +161,30 @@ def test_dependency_steps_build_a_venv_that_runs_the_service(name, tmp_path):
                     else:
                         shutil.copy2(ROOT / source, destination)
             elif instruction == "RUN" and "uv sync" in args:
+                if before_sync:
+                    before_sync(context)
                 command = shlex.split(re.sub(r"--mount=\S+", "", args))
                 subprocess.run(command, cwd=context, env=env, check=True, capture_output=True, text=True, timeout=300)
+    return venv
+
+
+def test_a_stale_lock_fails_the_build(tmp_path):
+    """A dependency added to a pyproject.toml without `uv lock` stops the first `uv sync --locked`,
+    of every image: each copies every workspace member's pyproject.toml."""
+    def add_a_dependency(context: Path) -> None:
+        pyproject = context / "services" / "ai-guesser" / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace("dependencies = [", 'dependencies = [\n    "pyyaml",', 1))
+
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        replay_builder_steps("ai-secretary", tmp_path, before_sync=add_a_dependency)
+    assert "needs to be updated, but `--locked` was provided" in failed.value.stderr, failed.value.stderr
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_dependency_steps_build_a_venv_that_runs_the_service(name, tmp_path):
+    module, _ = SERVICES[name]
+    venv = replay_builder_steps(name, tmp_path)
+    context = tmp_path / "src"
     # The image's python, outside the workspace: the service package and its dependencies import.
     # Every module of the service and of common imports: a dependency missing from a pyproject.toml
     # (present in the workspace's venv through another package) shows here, not in the pod.

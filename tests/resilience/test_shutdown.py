@@ -8,6 +8,8 @@ import time
 import aiohttp
 from support.client import AS_A_SERVICE
 import pytest
+from multyworkemon_common.http import ServiceClient
+from multyworkemon_common.metrics import ServiceMetrics
 
 from resilience.processes import start_service
 
@@ -73,3 +75,39 @@ async def test_a_request_longer_than_the_grace_period_does_not_hold_the_exit(ope
     finally:
         service.terminate()
         await service.wait(timeout=15)
+
+
+async def test_a_call_on_a_keep_alive_connection_the_peer_resets_is_sent_again():
+    """What a rolling update does to a caller (seen in tests/cluster as 502s): the old pod, going
+    away, drops its idle keep-alive connections, and a POST just sent on one of them fails with a
+    reset. ServiceClient sends it again on a new connection: the calls between services are idempotent."""
+    answers = b'{"ok": true}'
+    served: list[int] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection, requests = len(served), 0
+        served.append(0)
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            if connection == 0 and requests == 1:
+                writer.transport.abort()  # the second request on the first connection: reset, unread
+                return
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(answers), answers))
+            await writer.drain()
+            requests += 1
+            served[connection] = requests
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    client = ServiceClient("peer", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
+                           metrics=ServiceMetrics("test", "0"))
+    try:
+        assert await client.post_json("/x", {"n": 1}) == {"ok": True}
+        # Large enough to be still on its way when the reset comes: "Can not write request body".
+        assert await client.post_json("/x", {"n": 2, "text": "x" * 4_000_000}) == {"ok": True}, "sent again"
+        assert served == [1, 1], "the second call went over a new connection"
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()

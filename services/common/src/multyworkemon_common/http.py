@@ -19,7 +19,9 @@ Answer = TypeVar("Answer", bound=BaseModel)
 
 
 class _Unreachable(Exception):
-    """The connection could not be made: safe to retry, nothing reached the other side."""
+    """No answer came over the connection: it could not be made, or the peer closed it under the
+    request. Safe to retry on a new one: every call between the services is idempotent (the
+    guesser and the analyst compute, the secretary keys a message on its id)."""
 
 
 class ServiceClient:
@@ -129,7 +131,11 @@ class ServiceClient:
                     body = await response.json(content_type=None)
                 except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
                     body = None
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+        # ClientOSError too ("Can not write request body", a reset): a peer that is shutting down
+        # closes its idle keep-alive connections, and a request just sent on one of ours fails so.
+        # aiohttp retries that itself only for GET-like methods; these calls are POSTs. Seen as 502s
+        # in tests/cluster while a rolling update replaced the analyst's pods.
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
             raise _Unreachable(str(exc) or type(exc).__name__) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(502, self.name, f"{self.name} failed: {exc}") from exc
