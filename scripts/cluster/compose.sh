@@ -29,6 +29,8 @@ case $action in
     podman network ls -q --filter "$filter" | xargs -r podman network rm -f >/dev/null
     # netavark's base chains and podman's cgroup parent stay after the last container goes;
     # remove them when no container of anyone's runs (conmon watches every podman container).
+    # A removed container's conmon can outlive `podman rm` by a moment: give it 10 s to go.
+    for _ in $(seq 20); do pgrep -x conmon >/dev/null || break; sleep 0.5; done
     if ! pgrep -x conmon >/dev/null; then
       drop_chains NETAVARK
       drop_cgroups libpod_parent
