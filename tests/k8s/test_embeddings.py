@@ -1,17 +1,22 @@
 """Issue 13 in the charts: the analyst's semantic retrieval (EMBEDDINGS_*) as settings of its chart,
 off unless a model is named; EMBEDDINGS_API_KEY a secret like LLM_API_KEY; the schema refusing what
-the service would refuse at start."""
+the service would refuse at start; pgvector's image for the umbrella's bundled PostgreSQL, and a
+render refused when embeddings would meet the official image, which lacks it."""
 
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
+from urllib.parse import urlparse
 
 import pytest
+import yaml
 
-from .conftest import KUBE_VERSIONS, by_kind, pod_spec
-from .test_charts import STANDALONE_VALUES
+from .conftest import HERE, KUBE_VERSIONS, ROOT, by_kind, pod_spec
+from .test_charts import STANDALONE_VALUES, UMBRELLA_MATRIX
 from .test_crosschecks import umbrella
+from .test_trust import secret_data
 
 ANALYST = "charts/ai-systemanalitic"
 SETTINGS = {
@@ -126,3 +131,67 @@ def test_the_schema_refuses_what_the_service_refuses(helm, charts, monkeypatch, 
         assert (result.returncode == 0) is valid, (flag, result.stderr)
         if not valid:
             assert f"/config/{setting}" in result.stderr
+
+
+# ---- pgvector in the umbrella's bundled PostgreSQL -----------------------------------------------
+
+PGVECTOR_TAG = "0.8.1-pg17-bookworm"
+
+
+def postgresql_container(objects) -> dict:
+    statefulset = next(s for s in by_kind(objects, "StatefulSet") if s["metadata"]["name"] == "mw-postgresql")
+    return pod_spec(statefulset)["containers"][0]
+
+
+def template(helm, charts, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([helm, "template", "mw", str(charts / "charts/multyworkemon"), "--kube-version", KUBE_VERSIONS[-1], *args],
+                          capture_output=True, text=True)
+
+
+def test_the_bundled_postgresql_takes_pgvectors_image(render):
+    assert postgresql_container(umbrella(render, "defaults"))["image"] == "postgres:17.5-alpine"
+    objects = umbrella(render, "embeddings")
+    container = postgresql_container(objects)
+    assert container["image"] == f"pgvector/pgvector:{PGVECTOR_TAG}"
+    config = next(c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"] == "mw-ai-systemanalitic")["data"]
+    assert config["EMBEDDINGS_MODEL"] == "text-embedding-3-small" and config["EMBEDDINGS_DIMENSIONS"] == "512"
+    # The analyst's DATABASE_URL is the bundled one, as the image's POSTGRES_USER: the superuser the
+    # entrypoint's initdb makes, allowed to CREATE EXTENSION vector (pgvector is not a trusted extension).
+    analyst = next(d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == "mw-ai-systemanalitic")
+    volume = next(v for v in pod_spec(analyst)["volumes"] if v["name"] == "secrets")
+    assert {"name": "mw-postgresql", "items": [{"key": "DATABASE_URL", "path": "DATABASE_URL"}]} in [
+        s["secret"] for s in volume["projected"]["sources"]]
+    user = urlparse(secret_data(objects, "mw-postgresql")["DATABASE_URL"]).username
+    assert user == {e["name"]: e.get("value") for e in container["env"]}["POSTGRES_USER"]
+
+
+def test_the_documented_pgvector_tag_keeps_the_default_major():
+    """The tag the values comment, the refusal and the test values name is pgvector's build of the
+    default image's PostgreSQL major (a volume keeps its major)."""
+    values = (ROOT / "charts/multyworkemon/values.yaml").read_text()
+    default_tag = yaml.safe_load(values)["postgresql"]["image"]["tag"]
+    assert PGVECTOR_TAG.split("-")[1] == "pg" + re.match(r"\d+", default_tag).group()
+    assert f"repository pgvector/pgvector, tag {PGVECTOR_TAG}" in " ".join(values.split())
+    assert yaml.safe_load((HERE / "values/embeddings.yaml").read_text())["postgresql"]["image"]["tag"] == PGVECTOR_TAG
+
+
+@pytest.mark.parametrize("repository", ["postgres", "docker.io/library/postgres"])
+def test_embeddings_with_the_official_image_are_refused(helm, charts, repository):
+    result = template(helm, charts, "--set", "ai-systemanalitic.config.EMBEDDINGS_MODEL=text-embedding-3-small",
+                      "--set", f"postgresql.image.repository={repository}")
+    assert result.returncode != 0
+    assert "ai-systemanalitic.config.EMBEDDINGS_MODEL needs pgvector in the bundled PostgreSQL" in result.stderr
+    assert f"postgresql.image.repository=pgvector/pgvector and postgresql.image.tag={PGVECTOR_TAG}" in result.stderr
+    # Another major: pgvector's build of that one.
+    other = template(helm, charts, "--set", "ai-systemanalitic.config.EMBEDDINGS_MODEL=m", "--set", "postgresql.image.tag=16")
+    assert "postgresql.image.tag=0.8.1-pg16-bookworm" in other.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("--set", "ai-systemanalitic.enabled=false"),
+    ("--set", "postgresql.image.repository=registry.example.com/postgres-pgvector"),
+    ("--values", str(UMBRELLA_MATRIX["production"][0])),  # an external database: its pgvector is yours
+], ids=["analyst-off", "own-image", "external-database"])
+def test_embeddings_render_where_the_bundled_image_is_not_in_question(helm, charts, args):
+    result = template(helm, charts, "--set", "ai-systemanalitic.config.EMBEDDINGS_MODEL=m", *args)
+    assert result.returncode == 0, result.stderr
