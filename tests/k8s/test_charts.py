@@ -21,6 +21,7 @@ UMBRELLA_MATRIX = {
     "production": (ROOT / "charts/multyworkemon/values-production.yaml",),
     "everything-off": (HERE / "values/everything-off.yaml",),
     "oauth2-proxy": (HERE / "values/oauth2-proxy.yaml",),
+    "embeddings": (HERE / "values/embeddings.yaml",),
 }
 STANDALONE_VALUES = (HERE / "values/standalone-external-db.yaml",)
 

@@ -18,6 +18,24 @@ app.kubernetes.io/part-of: multyworkemon
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+The analyst's semantic retrieval (ai-systemanalitic.config.EMBEDDINGS_MODEL) keeps its vectors with
+pgvector, which the official postgres image lacks: when the bundled PostgreSQL serves an analyst with
+embeddings on, refuse that image at render time instead of an analyst that logs an error and
+searches by words alone. The analyst creates the extension itself, as the image's POSTGRES_USER,
+the superuser pgvector wants. An image of another name is trusted to have it.
+*/}}
+{{- define "multyworkemon.postgresql.requirePgvector" -}}
+{{- $analyst := index .Values "ai-systemanalitic" }}
+{{- $embeddings := and $analyst.enabled (dig "database" "enabled" true $analyst) (dig "config" "EMBEDDINGS_MODEL" "" $analyst) }}
+{{- $image := .Values.postgresql.image }}
+{{- $official := eq "postgres" (regexReplaceAll "^((docker\\.io|index\\.docker\\.io)/)?(library/)?" $image.repository "") }}
+{{- if and $embeddings $official }}
+{{- $major := regexFind "^[0-9]+" (toString $image.tag) | default "<major>" }}
+{{- fail (printf "ai-systemanalitic.config.EMBEDDINGS_MODEL needs pgvector in the bundled PostgreSQL, which the official image %s lacks: set postgresql.image.repository=pgvector/pgvector and postgresql.image.tag=0.8.1-pg%s-bookworm (the major of the current tag: a volume keeps its major; before switching one in use, read the comment on postgresql.image in charts/multyworkemon/values.yaml)" $image.repository $major) }}
+{{- end }}
+{{- end }}
+
 {{- define "multyworkemon.postgresql.labels" -}}
 {{- include "multyworkemon.labels" (dict "root" . "name" "postgresql" "component" "database" "version" .Values.postgresql.image.tag) }}
 {{- end }}
