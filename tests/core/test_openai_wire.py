@@ -11,6 +11,7 @@ import zlib
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from multyworkemon_common.context import trace
 from multyworkemon_common.llm import (
@@ -118,6 +119,41 @@ async def test_a_refused_port_is_unavailable():
             await chat(client)
     finally:
         await client.close()
+
+
+async def test_an_egress_proxy_from_the_environment_is_used_unless_no_proxy_names_the_host(monkeypatch):
+    seen = []
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        # A forward proxy gets the target in absolute form; this one answers for the provider itself.
+        seen.append((request.host, request.path))
+        return web.json_response({"choices": [{"message": {"role": "assistant", "content": "via the proxy"}}]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", str(server.make_url("")))
+    try:
+        # A name no resolver knows: only the proxy can reach it.
+        client = chat_model("http://llm.example.invalid/v1")
+        try:
+            assert (await chat(client)).text == "via the proxy"
+        finally:
+            await client.close()
+        assert seen == [("llm.example.invalid", "/v1/chat/completions")]
+        monkeypatch.setenv("NO_PROXY", "example.invalid")
+        client = chat_model("http://llm.example.invalid/v1")
+        try:
+            with pytest.raises(LLMUnavailable):
+                await chat(client)
+        finally:
+            await client.close()
+        assert len(seen) == 1
+    finally:
+        await server.close()
 
 
 async def test_a_slow_answer_or_a_trickled_body_times_out(openai_server):

@@ -1,10 +1,10 @@
 """Any OpenAI-compatible endpoint (OpenAI, YandexGPT, DeepSeek, Grok, vLLM, Ollama) over its wire format:
 chat completions and embeddings, one aiohttp POST each.
 
-Not the `openai` package: we used only its plain `post()`, and it still cost about 18 MB of memory in
-each service that asks a model and half of the analyst's CPU per request, building each call
-(docs/performance.md). The provider's bytes are treated as hostile: a body is read up to a bound,
-then checked for shape before any of it is used.
+Not the `openai` package: we used only its plain `post()`, and it still cost about 19 MB of memory in
+each service that asks a model and four times this client's CPU per call (docs/performance.md).
+The provider's bytes are treated as hostile: a body is read up to a bound, then checked for shape
+before any of it is used.
 
 The embeddings' endpoint and key default to the LLM's (`LLM_BASE_URL`, `LLM_API_KEY`); a provider
 whose embeddings live elsewhere gets `EMBEDDINGS_BASE_URL` and `EMBEDDINGS_API_KEY` (base.EmbeddingsSettings).
@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from pydantic import SecretStr
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 from yarl import URL
@@ -56,6 +57,13 @@ class OpenAIWire:
         self.url = URL(base_url.rstrip("/") + "/" + path)
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout)  # per attempt; the callers retry
+        # HTTPS_PROXY and NO_PROXY, as the openai client honoured them (egress often goes through a
+        # proxy): aiohttp's own lookup, once. Its trust_env does it on every request, in a thread,
+        # together with reading ~/.netrc: 0.2 ms of CPU per call, as much as all the rest.
+        try:
+            self._proxy, self._proxy_auth = get_env_proxy_for_url(self.url)
+        except LookupError:
+            self._proxy, self._proxy_auth = None, None
         self._session: aiohttp.ClientSession | None = None
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -72,8 +80,6 @@ class OpenAIWire:
                 headers=headers,
                 timeout=self._timeout,
                 json_serialize=_dumps,
-                # HTTPS_PROXY and NO_PROXY, as the openai client honoured them: egress often goes through a proxy.
-                trust_env=True,
             )
         return self._session
 
@@ -88,7 +94,9 @@ class OpenAIWire:
         try:
             # Not redirected: a base URL that moves is misconfigured, and a redirect would carry the
             # key to another host or turn the POST into a GET.
-            async with self._open_session().post(self.url, json=body, headers=headers, allow_redirects=False) as response:
+            async with self._open_session().post(
+                self.url, json=body, headers=headers, allow_redirects=False, proxy=self._proxy, proxy_auth=self._proxy_auth,
+            ) as response:
                 if response.status == 429:
                     raise LLMRateLimited(f"the {self.what} provider is rate limiting us (429)")
                 if response.status >= 500:
