@@ -101,7 +101,7 @@ class OpenAIWire:
                     raise LLMRateLimited(f"the {self.what} provider is rate limiting us (429)")
                 if response.status >= 500:
                     raise LLMUnavailable(f"the {self.what} provider failed ({response.status})")
-                if response.status != 200:
+                if not 200 <= response.status < 300:
                     raise LLMError(f"the {self.what} provider rejected the request ({response.status})")
                 raw = await _read_bounded(response, max_bytes, self.what)
         except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too, and are caught here first
