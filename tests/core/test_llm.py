@@ -1,4 +1,4 @@
-"""The guesser and analyst against a local OpenAI-compatible server, driven by the real `openai` client."""
+"""The guesser and analyst against a local OpenAI-compatible server, driven by their own client (llm/openai_wire.py)."""
 
 from __future__ import annotations
 

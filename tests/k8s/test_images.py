@@ -208,6 +208,8 @@ def test_dependency_steps_build_a_venv_that_runs_the_service(name, tmp_path):
     assert not list((venv / "lib").glob("python*/site-packages/*.pth")) or not any(
         str(context) in p.read_text() for p in (venv / "lib").glob("python*/site-packages/*.pth"))
     assert not any("pytest" in entry for entry in installed), "dev dependencies stay out of the image"
+    # The services speak the OpenAI wire themselves (llm/openai_wire.py); the library is only the tests' (18 MB per process).
+    assert not any(entry.startswith(("openai", "httpx")) for entry in installed), "the openai client stays out of the image"
 
 
 def serve(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """What the analyst's model gets (numbered sources) and what reaches the user (only links the base holds).
 
-The model is a local server speaking the OpenAI wire format, driven by the real `openai` client.
+The model is a local server speaking the OpenAI wire format, driven by the service's own client.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Semantic retrieval: embeddings from a local OpenAI-wire server (deterministic word vectors) through the
-real `openai` client, stored with pgvector, ranked together with the words (reciprocal rank fusion)."""
+service's own client (llm/openai_wire.py), stored with pgvector, ranked together with the words (reciprocal rank fusion)."""
 
 from __future__ import annotations
 

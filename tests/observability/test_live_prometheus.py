@@ -73,7 +73,7 @@ def _start_services(folder: Path, database_url: str, llm_url: str, mail: MailPee
     return start_the_four_services(
         folder, database_url,
         log_level="debug",  # every record shape, the users' text too (debug only)
-        # The analyst talks to an OpenAI-compatible server through the real openai client, so that its
+        # The analyst talks to an OpenAI-compatible server through its real LLM client, so that its
         # LLM can fail on cue; the guesser keeps the built-in offline model: both providers show up.
         analyst={"LLM_PROVIDER": "openai", "LLM_BASE_URL": llm_url, "LLM_API_KEY": "sk-placeholder",
                  "LLM_MODEL": "wire-model", "LLM_MAX_RETRIES": "0", "LLM_TIMEOUT": "5"},

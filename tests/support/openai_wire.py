@@ -1,8 +1,10 @@
-"""A local HTTP server that speaks the OpenAI wire format (chat completions, embeddings), for the real `openai` client.
+"""A local HTTP server that speaks the OpenAI wire format (chat completions, embeddings), for our client
+(multyworkemon_common.llm.openai_wire) and, in tests/core/test_openai_wire_peer.py, the real `openai` one.
 
 Each chat request takes the next scripted behaviour from the queue (an answer text, an HTTP error,
-a delay); with the queue empty it answers with `default(request_body) -> text`. Embeddings are
-deterministic vectors of the words of each text (`word_vector`), or the next scripted error.
+a delay, a hostile body); with the queue empty it answers with `default(request_body) -> text`.
+Embeddings are deterministic vectors of the words of each text (`word_vector`), or the next
+scripted behaviour.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -29,6 +31,7 @@ class Reply:
     status: int = 200  # non-200: an OpenAI-style error body with this status
     delay: float = 0.0  # seconds before answering (a hang when longer than the client's timeout)
     raw: str | None = None  # a body that is not even JSON
+    respond: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None  # any answer at all (an endless body)
 
 
 EMBEDDING_DIMENSIONS = 256
@@ -82,17 +85,26 @@ class OpenAIWireServer:
         if self._server is not None:
             await self._server.close()
 
-    async def _completions(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append({"body": body, "headers": dict(request.headers)})
-        reply = self.script.popleft() if self.script else Reply(text=self.default(body), delay=self.delay)
+    @staticmethod
+    async def _scripted(request: web.Request, reply: Reply) -> web.StreamResponse | None:
+        """The reply's answer when it is not the endpoint's usual one (an error, a hostile body); None otherwise."""
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply.respond is not None:
+            return await reply.respond(request)
         if reply.raw is not None:
             return web.Response(text=reply.raw, status=reply.status, content_type="application/json")
         if reply.status != 200:
             error = {"error": {"message": f"scripted error {reply.status}", "type": "server_error", "code": None}}
             return web.json_response(error, status=reply.status)
+        return None
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append({"body": body, "headers": dict(request.headers)})
+        reply = self.script.popleft() if self.script else Reply(text=self.default(body), delay=self.delay)
+        if (scripted := await self._scripted(request, reply)) is not None:
+            return scripted
         return web.json_response({
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
@@ -106,11 +118,8 @@ class OpenAIWireServer:
         body = await request.json()
         self.embedding_requests.append({"body": body, "headers": dict(request.headers)})
         reply = self.embedding_script.popleft() if self.embedding_script else Reply()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        if reply.status != 200:
-            error = {"error": {"message": f"scripted error {reply.status}", "type": "server_error", "code": None}}
-            return web.json_response(error, status=reply.status)
+        if (scripted := await self._scripted(request, reply)) is not None:
+            return scripted
         texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
         vectors = [self.embed(text, body.get("dimensions") or EMBEDDING_DIMENSIONS) for text in texts]
         if body.get("encoding_format") == "base64":  # the client's default when it is not told

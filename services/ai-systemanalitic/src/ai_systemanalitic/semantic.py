@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import asyncpg
 
 from multyworkemon_common.database import CONNECTION_ERRORS, Database, DatabaseUnavailable
-from multyworkemon_common.llm import LLMError
+from multyworkemon_common.llm import Embeddings, LLMError
 from multyworkemon_common.logging import get_logger
-
-if TYPE_CHECKING:
-    from multyworkemon_common.llm.openai_embeddings import Embeddings
 
 from .documents import Progress
 
