@@ -1,10 +1,13 @@
-"""Faults: the secretary away while mail and Telegram messages arrive, a poison mail, two replicas."""
+"""Faults: the secretary away while mail and Telegram messages arrive, a poison mail, two replicas, a shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import asyncpg
+
+from ai_communicator.lock import HOLDING, STARTING, PollerLock
 
 from support.client import get
 from support.communicator import metric, start_communicator
@@ -145,3 +148,24 @@ async def test_two_communicators_answer_once_and_one_takes_over(core, mail, tele
     finally:
         for replica in replicas:
             await replica.stop()
+
+
+async def test_a_poller_stops_when_cancelled_however_often_it_checks_its_lock(database_url):
+    # The lock checks its connection every retry_seconds; a shutdown's cancel arriving just as a
+    # check ends was lost (asyncio.wait_for on Python 3.11), and the poller outlived its service.
+    lock = PollerLock(database_url, "cancel-race", retry_seconds=0.002)
+    outlived = []
+    for attempt in range(150):
+        poller = asyncio.create_task(lock.run(lambda: asyncio.Event().wait()))
+        while lock.state != HOLDING:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(random.uniform(0, 0.02))
+        poller.cancel()
+        done, _ = await asyncio.wait({poller}, timeout=2)
+        if not done:
+            outlived.append(attempt)
+            while not poller.done():
+                poller.cancel()
+                await asyncio.sleep(0.01)
+        lock.state = STARTING
+    assert outlived == [], f"cancelled pollers still running in attempts {outlived}"

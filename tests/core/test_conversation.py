@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -51,6 +52,24 @@ async def test_vague_request_then_clarification_then_answer(stack):
     assert status == 200 and [t["request"] for t in thread["turns"]] == [VAGUE, ANSWER]
     status, page, _ = await get(f"{stack.secretary}/conversations", {"username": "smirnovanton", "channel": "direct"})
     assert status == 200 and page["total"] == 1 and page["items"][0]["turns"] == 2
+
+
+async def test_messages_sent_at_once_all_join_the_conversation_an_operator_holds(stack):
+    url = f"{stack.secretary}/analyze-request"
+    who = {"channel": "direct", "username": "ivanovsergey"}
+    _, first, _ = await get(url, {**who, "request": VAGUE})
+    status, _, _ = await post(f"{stack.secretary}/conversations/{first['conversation_id']}/take", {"operator": "op@example.com"})
+    assert status == 200
+    replies = await asyncio.gather(*(get(url, {**who, "request": f"{ANSWER} ({n})"}) for n in range(4)))
+    assert [(status, answer["silent"]) for status, answer, _ in replies] == [(200, True)] * 4, "the bot stays silent"
+    assert {answer["conversation_id"] for _, answer, _ in replies} == {first["conversation_id"]}
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        conversations = await connection.fetchval("SELECT count(*) FROM conversations WHERE username = 'ivanovsergey'")
+        stored = await connection.fetchval("SELECT count(*) FROM turns WHERE conversation_id = $1", first["conversation_id"])
+    finally:
+        await connection.close()
+    assert (conversations, stored) == (1, 5), "one conversation: the first message and the four sent at once"
 
 
 async def test_new_request_after_an_answer_starts_a_new_conversation(stack):

@@ -77,8 +77,11 @@ class PollerLock:
                     raise RuntimeError("the poller stopped")
                 if watch in done:
                     raise ConnectionResetError("the lock's database session ended")
-                # Still ours? A lost connection means PostgreSQL has released the lock.
-                await asyncio.wait_for(connection.fetchval("SELECT 1"), timeout=self.retry_seconds)
+                # Still ours? A lost connection means PostgreSQL has released the lock. (asyncio.timeout,
+                # not wait_for: on Python 3.11 wait_for loses a cancellation that arrives just as the
+                # query ends, and the poller then outlives the shutdown that cancelled it.)
+                async with asyncio.timeout(self.retry_seconds):
+                    await connection.fetchval("SELECT 1")
         finally:
             task.cancel()
             watch.cancel()

@@ -14,6 +14,7 @@ import re
 import ssl
 import time
 from collections import deque
+from contextlib import suppress
 from datetime import datetime
 from email.message import EmailMessage
 
@@ -163,7 +164,8 @@ class MailChannel:
             raise ConnectionResetError("the IMAP server closed the connection")
         finally:
             try:
-                await asyncio.wait_for(client.logout(), 2)
+                async with asyncio.timeout(2):
+                    await client.logout()
             except (*IMAP_ERRORS, Exception):  # noqa: BLE001 - the connection may be gone already
                 pass
 
@@ -297,10 +299,9 @@ class MailChannel:
 
 
 async def _until(event: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass
+    with suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 async def _idle(client: aioimaplib.IMAP4, seconds: float, lost: asyncio.Event) -> None:
@@ -320,7 +321,8 @@ async def _idle(client: aioimaplib.IMAP4, seconds: float, lost: asyncio.Event) -
         raise ConnectionResetError("the IMAP server closed the connection")
     if client.has_pending_idle():
         client.idle_done()
-    await asyncio.wait_for(idle, 10)
+    async with asyncio.timeout(10):
+        await idle
 
 
 async def _fetch_head(client: aioimaplib.IMAP4, uid: str, limit: int) -> tuple[int, float, bytes, bool] | None:

@@ -185,8 +185,9 @@ class TelegramChannel:
             if updates and not fresh:
                 # Only updates still being handled came back (an open one is always sent again, so this
                 # does not long-poll): ask again once one is handled, or in a moment for new ones.
-                with suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), RECHECK_SECONDS)
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(RECHECK_SECONDS):
+                        await self._progress.wait()
 
     async def _take(self, update: Update) -> None:
         # A button pressed is its user's update: it waits behind that user's messages.
