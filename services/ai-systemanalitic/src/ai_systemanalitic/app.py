@@ -229,8 +229,9 @@ def log_progress(stage: str, done: int, total: int) -> None:
 async def load_knowledge(knowledge: KnowledgeBase, folder: Path, progress: Progress = log_progress, embed: bool = True) -> SyncReport:
     """Load a folder of Markdown documents; raises KnowledgeFolderError (nothing changed) on a bad file.
 
-    Files whose bytes are as when they were loaded are read but not parsed nor written again. With
-    embeddings on, the added and changed documents are embedded afterwards (unless `embed` is false).
+    Files whose size and mtime are as when they were loaded are not read, those whose bytes are as
+    then not parsed, and neither is written again. With embeddings on, the added and changed
+    documents are embedded afterwards (unless `embed` is false).
     """
     # Files are read and parsed in a thread, a batch ahead of the one PostgreSQL is writing: the two
     # overlap, and the service answers its probes meanwhile.
@@ -244,7 +245,7 @@ async def load_knowledge(knowledge: KnowledgeBase, folder: Path, progress: Progr
             progress("files read, changed ones stored", scan.done, len(scan.paths))
         scan.check()
 
-    report = await knowledge.sync_folder(batches(), scan.kept)
+    report = await knowledge.sync_folder(batches(), scan)
     log.info("knowledge base loaded", labels={"folder": str(folder), "result": str(report)})
     if embed:
         await knowledge.embed_changes(progress)

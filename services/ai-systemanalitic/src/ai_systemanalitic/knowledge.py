@@ -18,7 +18,7 @@ measures the cuts). With embeddings on, the nearest documents by vector are fuse
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,7 +31,7 @@ from multyworkemon_common.logging import get_logger
 
 from multyworkemon_common.links import link_key
 
-from .documents import Document, Progress, plain_text
+from .documents import Document, FolderScan, KnownFile, Progress, plain_text
 from .semantic import Semantic
 
 # Only stems made of letters, digits and inner hyphens take part; that also makes quote_literal(stem)::tsquery safe.
@@ -160,6 +160,15 @@ UPDATE knowledge_documents d SET source_hash = i.source_hash FROM {_INCOMING} i
 WHERE d.url = i.url AND (d.checksum, d.origin, d.path) IS NOT DISTINCT FROM (i.checksum, i.origin, i.path)
   AND d.source_hash IS DISTINCT FROM i.source_hash
 """
+# What the next load compares of the files read (migration 004); files of documents no longer there are forgotten.
+_RECORD_STATS = """
+INSERT INTO knowledge_files (path, source_hash, size, mtime_ns)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+ON CONFLICT (path) DO UPDATE SET source_hash = EXCLUDED.source_hash, size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns
+"""
+_FORGET_FILES = """
+DELETE FROM knowledge_files f WHERE NOT EXISTS (SELECT FROM knowledge_documents d WHERE d.origin = 'folder' AND d.path = f.path)
+"""
 BATCH = 1_000  # documents per write of a folder load (and per read of its files)
 LOAD_TIMEOUT = 600.0  # seconds for one write of a load (DATABASE_TIMEOUT is for requests)
 # After a load that changed this many documents the planner's statistics are renewed at once.
@@ -249,20 +258,29 @@ class KnowledgeBase:
         return {link for link in links if link_key(link) in held}
 
     # Keeping documents.
-    async def folder_files(self) -> dict[str, tuple[str, str]]:
-        """The files the base holds documents of: path -> (the file's hash, the document's URL)."""
-        rows = await self._run(
-            "fetch", "SELECT path, source_hash, url FROM knowledge_documents WHERE origin = 'folder' AND source_hash IS NOT NULL",
-        )
-        return {row["path"]: (row["source_hash"], row["url"]) for row in rows}
+    async def folder_files(self) -> dict[str, KnownFile]:
+        """The files the base holds documents of, by path, with their size and mtime when the last
+        load that read them found the bytes the document was made of (migration 004)."""
+        rows = await self._run("fetch", """
+            SELECT d.path, d.url, d.source_hash, f.size, f.mtime_ns
+            FROM knowledge_documents d LEFT JOIN knowledge_files f ON f.path = d.path AND f.source_hash = d.source_hash
+            WHERE d.origin = 'folder'
+        """)
+        return {row["path"]: KnownFile(row["url"], row["source_hash"], row["size"], row["mtime_ns"]) for row in rows}
 
-    async def sync_folder(self, batches: AsyncIterable[list[Document]], kept: Sequence[str] = ()) -> SyncReport:
+    async def sync_folder(self, batches: AsyncIterable[list[Document]], scan: FolderScan) -> SyncReport:
         """Make the folder's documents the base's folder documents: add, update, remove; one transaction.
 
-        `batches` gives the folder's documents to write (new or changed, or all); `kept` holds, once
-        they are exhausted, the URLs of its files known to be in the base as they are. An exception
-        from `batches` (a bad file) undoes everything.
+        `batches` gives the folder's documents to write (new or changed, or all); once they are
+        exhausted, `scan` tells which files are in the base as they are (`kept`), which are gone and
+        the files' sizes and mtimes to record. With nothing to write, no transaction is opened at
+        all. An exception from `batches` (a bad file) undoes everything.
         """
+        batches = aiter(batches)
+        # No first batch: the folder was read to the end (so `scan` is complete) without a document to write.
+        batch = await anext(batches, [])
+        if not batch and not scan.stats and not scan.gone:
+            return SyncReport([], [], [], len(scan.kept))
         added: list[str] = []
         updated: list[str] = []
         written = 0
@@ -273,21 +291,24 @@ class KnowledgeBase:
             first_load = not await connection.fetchval("SELECT documents FROM knowledge_stats")
             if first_load:
                 await connection.execute("DROP INDEX knowledge_documents_search")
-            urls: list[str] = []
-            async for batch in batches:
+            while batch:
                 await connection.copy_records_to_table(_INCOMING, records=[_row(d, "folder") for d in batch], timeout=LOAD_TIMEOUT)
                 await connection.execute(_REHASH, timeout=LOAD_TIMEOUT)
                 for row in await connection.fetch(_UPSERT.format(source=_INCOMING), timeout=LOAD_TIMEOUT):
                     (added if row["inserted"] else updated).append(row["url"])
                 await connection.execute(f"TRUNCATE {_INCOMING}", timeout=LOAD_TIMEOUT)
-                urls += [d.url for d in batch]
+                written += len(batch)
+                batch = await anext(batches, [])
             if first_load:
                 await connection.execute(f"SET LOCAL maintenance_work_mem = '256MB'; {_SEARCH_INDEX}", timeout=LOAD_TIMEOUT)
             removed = await connection.fetch(
-                "DELETE FROM knowledge_documents WHERE origin = 'folder' AND NOT url = ANY($1::text[]) RETURNING url",
-                urls + list(kept), timeout=LOAD_TIMEOUT,
+                "DELETE FROM knowledge_documents WHERE origin = 'folder' AND url = ANY($1::text[]) RETURNING url",
+                scan.gone, timeout=LOAD_TIMEOUT,
             )
-        report = SyncReport(added, updated, [r["url"] for r in removed], len(urls) + len(kept) - len(added) - len(updated))
+            if scan.stats:
+                await connection.execute(_RECORD_STATS, *map(list, zip(*scan.stats)), timeout=LOAD_TIMEOUT)
+            await connection.execute(_FORGET_FILES, timeout=LOAD_TIMEOUT)
+        report = SyncReport(added, updated, [r["url"] for r in removed], written + len(scan.kept) - len(added) - len(updated))
         if len(added) + len(updated) + len(removed) >= ANALYZE_AFTER:
             # The search's plan depends on them; autovacuum would renew them only later.
             await self._run("execute", "ANALYZE knowledge_documents, knowledge_lexemes", timeout=LOAD_TIMEOUT)
