@@ -8,35 +8,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from support.loopback import LoopbackServer
 
 TOKEN = "jira-personal-access-token-for-tests"
 
 
 @dataclass
-class JiraAPI:
+class JiraAPI(LoopbackServer):
     project: str = "MW"
     token: str = TOKEN
     issues: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     fail_status: int | None = None  # answer every creation with this status (a broken Jira)
-    _server: TestServer | None = None
 
-    @property
-    def url(self) -> str:
-        return str(self._server.make_url("")).rstrip("/")
-
-    async def start(self) -> "JiraAPI":
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/rest/api/2/issue", self._create)
         app.router.add_get("/rest/api/2/issue/{key}", self._get)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
 
     async def wait_issues(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout

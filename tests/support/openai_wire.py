@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from support.loopback import LoopbackServer
 
 
 @dataclass
@@ -56,7 +57,7 @@ def word_vector(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float
 
 
 @dataclass
-class OpenAIWireServer:
+class OpenAIWireServer(LoopbackServer):
     default: Callable[[dict[str, Any]], str] = lambda body: json.dumps({"is_enough": True, "response": "ok", "action": "ответить сообщением"})
     script: deque = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -64,26 +65,17 @@ class OpenAIWireServer:
     embed: Callable[[str, int], list[float]] = word_vector
     embedding_script: deque = field(default_factory=deque)  # Reply(status=...) for the next embeddings calls
     embedding_requests: list[dict[str, Any]] = field(default_factory=list)
-    _server: TestServer | None = None
 
     @property
     def base_url(self) -> str:
-        return str(self._server.make_url("/v1"))
+        return f"{self.url}/v1"
 
     def push(self, *replies: Reply) -> None:
         self.script.extend(replies)
 
-    async def start(self) -> "OpenAIWireServer":
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
 
     @staticmethod
     async def _scripted(request: web.Request, reply: Reply) -> web.StreamResponse | None:

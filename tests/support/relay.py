@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from support.loopback import LoopbackServer
 
 # Hop-by-hop, or describing a body aiohttp has already decoded.
 _NOT_FORWARDED = {"host", "content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
@@ -28,30 +29,23 @@ class Call:
 
 
 @dataclass
-class Relay:
+class Relay(LoopbackServer):
     target: str
     add_headers: dict[str, str] = field(default_factory=dict)
     # A status to answer instead of forwarding, or None to forward; changeable while running.
     fail: Callable[[Call], int | None] = lambda call: None
     calls: list[Call] = field(default_factory=list)
-    _server: TestServer | None = None
     _session: aiohttp.ClientSession | None = None
 
-    @property
-    def url(self) -> str:
-        return str(self._server.make_url("")).rstrip("/")
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._forward)
 
     async def start(self) -> "Relay":
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._forward)
         self._session = aiohttp.ClientSession(auto_decompress=True)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        return self
+        return await super().start()
 
     async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
+        await super().close()
         if self._session is not None:
             await self._session.close()
 

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from support.loopback import LoopbackServer
 
 BOT_ID = 7000001
 TOKEN = f"{BOT_ID}:AAtest-token-for-the-local-bot-api"
 
 
 @dataclass
-class TelegramAPI:
+class TelegramAPI(LoopbackServer):
     token: str = TOKEN
     updates: list[dict[str, Any]] = field(default_factory=list)  # not yet confirmed
     sent: list[dict[str, Any]] = field(default_factory=list)  # sendMessage calls, in order
@@ -37,22 +38,9 @@ class TelegramAPI:
     _message_ids: itertools.count = field(default_factory=lambda: itertools.count(100))
     _new: asyncio.Event = field(default_factory=asyncio.Event)
     _polling: int = 0
-    _server: TestServer | None = None
 
-    @property
-    def url(self) -> str:
-        return str(self._server.make_url("")).rstrip("/")
-
-    async def start(self) -> "TelegramAPI":
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._dispatch)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
 
     # What users do.
     def user_says(self, text: str, *, chat_id: int, username: str | None = None, first_name: str = "Тест") -> int:
