@@ -15,7 +15,6 @@ from support.client import SUITE_TOKEN, get, post
 from support.communicator import start_communicator
 from support.relay import Relay
 
-from communicator.test_feedback import SCREENSHOTS
 from communicator.test_mail import SENDER, letter
 from communicator.test_telegram import ANTON, tg_settings
 from communicator.test_web import browser, in_thread, say  # noqa: F401 - browser is a fixture
@@ -112,9 +111,9 @@ async def test_take_over_a_telegram_conversation_in_a_real_browser(core, telegra
         telegram.user_says(CLEAR, chat_id=ANTON, username="smirnov_anton")
         sent = await telegram.wait_sent(ANTON, 3)
         assert "платеж" in sent[2].lower()
-        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+        assert browser.errors() == []
     except Exception:
-        driver.save_screenshot(str(SCREENSHOTS / "console-failure.png"))
+        browser.screenshot("console-failure.png")
         raise
     finally:
         await proxy.close()
@@ -191,9 +190,9 @@ async def test_the_web_chat_page_shows_the_operators_reply_by_itself(core, brows
 
         shown = await in_thread(operator_bubble)
         assert "Выгрузка готова" in shown and "ответ сотрудника поддержки" in shown
-        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+        assert browser.errors() == []
     except Exception:
-        driver.save_screenshot(str(SCREENSHOTS / "console-web-chat-failure.png"))
+        browser.screenshot("console-web-chat-failure.png")
         raise
     finally:
         await user.close()

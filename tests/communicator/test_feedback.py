@@ -4,7 +4,6 @@ mail; stored once per turn and changeable, only by the person the answer was giv
 from __future__ import annotations
 
 from email.utils import make_msgid
-from pathlib import Path
 
 import pytest
 
@@ -22,10 +21,6 @@ from support.stack import KNOWLEDGE, start_stack
 from communicator.test_mail import SENDER, letter, wait_flag
 from communicator.test_telegram import ANTON, tg_settings
 from communicator.test_web import browser, in_thread, say  # noqa: F401 - browser is a fixture
-
-# Where a failing browser test leaves what the page looked like (CI keeps the folder).
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output"
-SCREENSHOTS.mkdir(exist_ok=True)
 
 BEHIND_PROXY = {"web_trusted_proxies": "127.0.0.1"}
 ANTON_WEB = {"X-Auth-Request-Email": "smirnovanton@example.com"}
@@ -158,9 +153,9 @@ async def test_thumbs_under_an_answer_in_a_real_browser_by_keyboard(core_with_kn
 
         assert await in_thread(press_up_by_keyboard) == "true"
         assert (await turn(core.secretary, "smirnovanton", "direct"))["feedback"] == "up"
-        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+        assert browser.errors() == []
     except Exception:
-        driver.save_screenshot(str(SCREENSHOTS / "feedback-failure.png"))
+        browser.screenshot("feedback-failure.png")
         raise
     finally:
         await proxy.close()

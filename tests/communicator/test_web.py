@@ -336,7 +336,7 @@ async def test_two_turn_clarification_and_a_new_conversation_in_a_real_browser(c
         await in_thread(lambda: say(driver, VAGUE, 1))
         assert seen[-1].thread not in (None, first.thread)
         # The page kept no secrets and used only its own origin: no console errors (CSP included).
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        errors = browser.errors()
         assert errors == []
     finally:
         await proxy.close()
@@ -358,6 +358,6 @@ async def test_an_anonymous_visitor_in_a_real_browser(core, browser):
         [cookie] = [c for c in driver.get_cookies() if c["name"] == "mw_visitor"]
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and inbound.username == f"anon:{cookie['value']}"
         assert "mw_visitor" not in driver.execute_script("return document.cookie"), "page scripts cannot read it"
-        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+        assert browser.errors() == []
     finally:
         await communicator.stop()
